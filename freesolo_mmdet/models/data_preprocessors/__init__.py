@@ -1,1 +1,3 @@
+from .color_similarity import FreeSOLODataPreprocessor
 
+__all__ = ['FreeSOLODataPreprocessor']

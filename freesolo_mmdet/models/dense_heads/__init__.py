@@ -1,1 +1,3 @@
+from .freesolo_head import FreeSOLOHead
 
+__all__ = ['FreeSOLOHead']

@@ -1,0 +1,434 @@
+# Copyright (c) freesolo_mmdet contributors.
+"""FreeSOLO head: SOLOv2 trained on coarse masks, plus an embedding branch.
+
+Differences from :class:`mmdet.models.dense_heads.SOLOV2Head` (spec
+section 2):
+
+* the dice mask loss is replaced by max-projection + average-projection +
+  pairwise affinity losses on the positive cells' mask logits, computed per
+  FPN level and averaged over the levels that have positive cells;
+* an extra 3x3 conv on the category tower predicts an ``emb_channels``-d
+  embedding per cell, trained with ``1 - cos(pred, emb of the assigned
+  coarse mask)`` on positive cells whose mask has a non-zero ``emb``;
+* predictions carry tight ``bboxes`` derived from the masks and the ``embs`` of
+  the kept cells (L2-normalised).
+"""
+import warnings
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from mmdet.models.dense_heads import SOLOV2Head
+from mmdet.models.layers import mask_matrix_nms
+from mmdet.models.utils import generate_coordinate, multi_apply
+from mmdet.registry import MODELS
+from mmdet.structures import SampleList
+from mmdet.structures.mask import mask2bbox
+from mmdet.utils import (ConfigType, InstanceList, OptConfigType,
+                         OptInstanceList)
+
+__all__ = ['FreeSOLOHead']
+
+
+@MODELS.register_module()
+class FreeSOLOHead(SOLOV2Head):
+    """Class-agnostic SOLOv2 head of FreeSOLO.
+
+    Args:
+        num_classes (int): Foreground classes. Defaults to 1.
+        loss_mask_maxproj (dict): Max-projection dice loss config.
+        loss_mask_avgproj (dict): Average-projection dice loss config.
+        loss_mask_pairwise (dict, optional): Pairwise affinity loss config;
+            ``None`` disables it. When enabled every training data sample
+            must carry ``color_similarity`` (8, Hp/4, Wp/4), as set by
+            ``FreeSOLODataPreprocessor``; a missing one raises an error.
+        loss_emb_weight (float): Weight beta of the embedding loss.
+        emb_channels (int): Embedding dimension D. Defaults to 128.
+        with_emb (bool): Whether to build and train the embedding branch.
+        loss_mask (dict, optional): SOLOv2's dice loss; not used by FreeSOLO,
+            accepted (with a warning) so that SOLOv2 base configs still build.
+        **kwargs: Arguments of :class:`SOLOV2Head` (``mask_feature_head``,
+            ``num_grids``, ...).
+    """
+
+    def __init__(self,
+                 *args,
+                 num_classes: int = 1,
+                 loss_mask_maxproj: ConfigType = dict(
+                     type='MaxProjLoss', loss_weight=1.0),
+                 loss_mask_avgproj: ConfigType = dict(
+                     type='AvgProjLoss', loss_weight=0.1),
+                 loss_mask_pairwise: OptConfigType = dict(
+                     type='PairwiseAffinityLoss',
+                     loss_weight=1.0,
+                     color_threshold=0.3,
+                     kernel_size=3,
+                     dilation=2,
+                     warmup_iters=1000),
+                 loss_emb_weight: float = 1.0,
+                 emb_channels: int = 128,
+                 with_emb: bool = True,
+                 loss_mask: OptConfigType = None,
+                 **kwargs) -> None:
+        if loss_mask is not None:
+            warnings.warn('FreeSOLOHead ignores `loss_mask` (SOLOv2 dice): '
+                          'masks are trained with the projection and '
+                          'pairwise losses.')
+        self.with_emb = with_emb
+        self.emb_channels = emb_channels
+        super().__init__(*args, num_classes=num_classes, **kwargs)
+        del self.loss_mask  # SOLOHead always builds the default dice loss
+        self.loss_mask_maxproj = MODELS.build(loss_mask_maxproj)
+        self.loss_mask_avgproj = MODELS.build(loss_mask_avgproj)
+        self.loss_mask_pairwise = (MODELS.build(loss_mask_pairwise)
+                                   if loss_mask_pairwise is not None else None)
+        self.loss_emb_weight = loss_emb_weight
+
+    def _init_layers(self) -> None:
+        """Add the embedding conv on top of the category tower."""
+        super()._init_layers()
+        if self.with_emb:
+            self.conv_emb = nn.Conv2d(
+                self.feat_channels, self.emb_channels, 3, padding=1)
+
+    def forward(self, x: Tuple[Tensor]) -> tuple:
+        """Forward features of the FPN.
+
+        Returns:
+            tuple: ``mlvl_kernel_preds`` (list of (B, kernel_out_channels,
+            G, G)), ``mlvl_cls_preds`` (list of (B, num_classes, G, G)),
+            ``mask_feats`` (B, mask_out_channels, H/4, W/4) and
+            ``mlvl_emb_preds`` (list of (B, D, G, G), or None without the
+            embedding branch).
+        """
+        assert len(x) == self.num_levels
+        mask_feats = self.mask_feature_head(x)
+        mlvl_kernel_preds, mlvl_cls_preds, mlvl_emb_preds = [], [], []
+        for feat, num_grid in zip(self.resize_feats(x), self.num_grids):
+            coord_feat = generate_coordinate(feat.size(), feat.device)
+            kernel_feat = F.interpolate(
+                torch.cat([feat, coord_feat], 1),
+                size=num_grid,
+                mode='bilinear',
+                align_corners=False)
+            cate_feat = kernel_feat[:, :-2].contiguous()
+            kernel_feat = kernel_feat.contiguous()
+            for kernel_conv in self.kernel_convs:
+                kernel_feat = kernel_conv(kernel_feat)
+            for cls_conv in self.cls_convs:
+                cate_feat = cls_conv(cate_feat)
+            mlvl_kernel_preds.append(self.conv_kernel(kernel_feat))
+            mlvl_cls_preds.append(self.conv_cls(cate_feat))
+            if self.with_emb:
+                mlvl_emb_preds.append(self.conv_emb(cate_feat))
+        return (mlvl_kernel_preds, mlvl_cls_preds, mask_feats,
+                mlvl_emb_preds if self.with_emb else None)
+
+    def loss(self,
+             x: Tuple[Tensor],
+             batch_data_samples: SampleList,
+             positive_infos: OptInstanceList = None,
+             **kwargs) -> dict:
+        """Collect each sample's ``color_similarity`` (8, Hp/4, Wp/4) for the
+        pairwise loss, then compute the losses as
+        :meth:`BaseMaskHead.loss` does."""
+        color_sims = None
+        if self.loss_mask_pairwise is not None:
+            missing = [
+                i for i, sample in enumerate(batch_data_samples)
+                if 'color_similarity' not in sample
+            ]
+            if missing:
+                raise ValueError(
+                    f'data samples {missing} carry no `color_similarity`, '
+                    'which the pairwise loss needs: use the '
+                    'FreeSOLODataPreprocessor, or set '
+                    '`loss_mask_pairwise=None` in the head config.')
+            color_sims = torch.stack(
+                [sample.color_similarity for sample in batch_data_samples])
+        return super().loss(
+            x,
+            batch_data_samples,
+            positive_infos=positive_infos,
+            batch_color_similarity=color_sims,
+            **kwargs)
+
+    def _get_targets_single(self,
+                            gt_instances: InstanceData,
+                            featmap_sizes: Optional[list] = None) -> tuple:
+        """SOLOv2 targets of one image, plus the gt index of each positive.
+
+        SOLOv2's assignment is run one gt instance at a time and merged in
+        gt order, which reproduces exactly its joint result (later instances
+        overwrite the labels of shared cells; mask targets and positive
+        indexes are listed in gt order).
+
+        Returns:
+            tuple: SOLOv2's ``mlvl_pos_mask_targets``, ``mlvl_labels``,
+            ``mlvl_pos_masks``, ``mlvl_pos_indexes`` and
+            ``mlvl_pos_gt_inds``: per level a (num_pos, ) long tensor, the
+            index in ``gt_instances`` of each positive.
+        """
+        parent = super()._get_targets_single
+        if len(gt_instances) == 0:
+            targets = parent(gt_instances, featmap_sizes)
+            empty = gt_instances.labels.new_zeros(0)
+            return (*targets, [empty] * self.num_levels)
+        per_gt = [
+            parent(gt_instances[i], featmap_sizes)
+            for i in range(len(gt_instances))
+        ]
+        mask_targets, labels, pos_masks, pos_indexes, pos_gt_inds = \
+            [], [], [], [], []
+        for lvl in range(self.num_levels):
+            lvl_labels = per_gt[0][1][lvl].clone()
+            for gt_targets in per_gt[1:]:
+                fg = gt_targets[1][lvl] != self.num_classes
+                lvl_labels[fg] = gt_targets[1][lvl][fg]
+            mask_targets.append(torch.cat([t[0][lvl] for t in per_gt]))
+            labels.append(lvl_labels)
+            pos_masks.append(
+                torch.stack([t[2][lvl] for t in per_gt]).any(dim=0))
+            pos_indexes.append([i for t in per_gt for i in t[3][lvl]])
+            pos_gt_inds.append(
+                gt_instances.labels.new_tensor(
+                    [gt for gt, t in enumerate(per_gt) for _ in t[3][lvl]],
+                    dtype=torch.long))
+        return mask_targets, labels, pos_masks, pos_indexes, pos_gt_inds
+
+    def loss_by_feat(self,
+                     mlvl_kernel_preds: List[Tensor],
+                     mlvl_cls_preds: List[Tensor],
+                     mask_feats: Tensor,
+                     mlvl_emb_preds: Optional[List[Tensor]],
+                     batch_gt_instances: InstanceList,
+                     batch_img_metas: List[dict],
+                     batch_color_similarity: Optional[Tensor] = None,
+                     **kwargs) -> dict:
+        """Compute the FreeSOLO losses.
+
+        Args:
+            mlvl_kernel_preds, mlvl_cls_preds, mask_feats, mlvl_emb_preds:
+                outputs of :meth:`forward`.
+            batch_gt_instances (list[:obj:`InstanceData`]): ``masks`` padded
+                to the batch shape, ``bboxes``, ``labels`` and optionally
+                ``embs`` (n, D); all-zero rows mean "no embedding".
+            batch_img_metas (list[dict]): Meta information of the images.
+            batch_color_similarity (Tensor, optional): (B, 8, H/4, W/4),
+                required when the pairwise loss is enabled.
+
+        Returns:
+            dict[str, Tensor]: ``loss_maxproj``, ``loss_avgproj``,
+            ``loss_pairwise`` (if enabled), ``loss_cls``, ``loss_emb`` (if
+            ``with_emb``).
+        """
+        featmap_sizes = mask_feats.size()[-2:]
+        if (batch_color_similarity is not None
+                and batch_color_similarity.shape[-2:] != featmap_sizes):
+            raise ValueError(
+                f'color_similarity is {tuple(batch_color_similarity.shape)} '
+                f'but the mask features are {tuple(featmap_sizes)}: both '
+                'must be at stride 4 of the padded batch (pad the batch to a '
+                'multiple of 32).')
+        mask_targets, labels, pos_masks, pos_indexes, pos_gt_inds = \
+            multi_apply(self._get_targets_single, batch_gt_instances,
+                        featmap_sizes=featmap_sizes)
+
+        mask_losses = {'loss_maxproj': [], 'loss_avgproj': []}
+        if self.loss_mask_pairwise is not None:
+            mask_losses['loss_pairwise'] = []
+        emb_preds, emb_targets = [], []
+        for lvl in range(self.num_levels):
+            lvl_logits, lvl_targets, lvl_img_ids = [], [], []
+            for img_id, gt_instances in enumerate(batch_gt_instances):
+                inds = pos_indexes[img_id][lvl]
+                if len(inds) == 0:
+                    continue
+                kernels = mlvl_kernel_preds[lvl][img_id].flatten(1)[:, inds]
+                lvl_logits.append(
+                    F.conv2d(
+                        mask_feats[img_id:img_id + 1],
+                        kernels.t().reshape(len(inds), -1,
+                                            self.dynamic_conv_size,
+                                            self.dynamic_conv_size))[0])
+                lvl_targets.append(mask_targets[img_id][lvl])
+                lvl_img_ids += [img_id] * len(inds)
+                if self.with_emb:
+                    emb_preds.append(
+                        mlvl_emb_preds[lvl][img_id].flatten(1)[:, inds].t())
+                    emb_targets.append(
+                        self._gt_embs(gt_instances)[pos_gt_inds[img_id][lvl]])
+            if not lvl_logits:
+                continue
+            logits, targets = torch.cat(lvl_logits), torch.cat(lvl_targets)
+            mask_losses['loss_maxproj'].append(
+                self.loss_mask_maxproj(logits, targets))
+            mask_losses['loss_avgproj'].append(
+                self.loss_mask_avgproj(logits, targets))
+            if self.loss_mask_pairwise is not None:
+                mask_losses['loss_pairwise'].append(
+                    self.loss_mask_pairwise(
+                        logits, targets, batch_color_similarity[lvl_img_ids]))
+        losses = {  # mean over levels with positives
+            name: torch.stack(values).mean()
+            if values else mask_feats.sum() * 0
+            for name, values in mask_losses.items()
+        }
+
+        num_pos = sum(int(m.sum()) for img in pos_masks for m in img)
+        flatten_labels = torch.cat([
+            torch.cat([img_lvl_labels.flatten() for img_lvl_labels in lvl])
+            for lvl in zip(*labels)
+        ])
+        flatten_cls_preds = torch.cat([
+            lvl_cls_preds.permute(0, 2, 3, 1).reshape(-1, self.num_classes)
+            for lvl_cls_preds in mlvl_cls_preds
+        ])
+        losses['loss_cls'] = self.loss_cls(
+            flatten_cls_preds, flatten_labels, avg_factor=num_pos + 1)
+        if self.with_emb:
+            losses['loss_emb'] = self._emb_loss(emb_preds, emb_targets,
+                                                mlvl_emb_preds)
+        return losses
+
+    def _gt_embs(self, gt_instances: InstanceData) -> Tensor:
+        """(n, D) embeddings of the gt instances; zeros when absent."""
+        if 'embs' not in gt_instances:
+            return gt_instances.labels.new_zeros(
+                len(gt_instances), self.emb_channels, dtype=torch.float)
+        embs = gt_instances.embs
+        if embs.dim() != 2 or embs.shape[1] != self.emb_channels:
+            raise ValueError(f'gt_instances.embs is {tuple(embs.shape)}, '
+                             f'expected (n, {self.emb_channels}).')
+        return embs.float()
+
+    def _emb_loss(self, emb_preds: List[Tensor], emb_targets: List[Tensor],
+                  mlvl_emb_preds: List[Tensor]) -> Tensor:
+        """``beta * mean(1 - cos)`` over positive cells whose coarse mask has
+        a (non-zero) embedding; a graph-connected zero when there is none."""
+        zero = sum(preds.sum() for preds in mlvl_emb_preds) * 0
+        if not emb_preds:
+            return zero
+        preds, targets = torch.cat(emb_preds), torch.cat(emb_targets)
+        valid = targets.abs().sum(dim=1) > 0
+        if not valid.any():
+            return zero
+        cos = F.cosine_similarity(preds[valid], targets[valid], dim=1)
+        return (1 - cos).mean() * self.loss_emb_weight
+
+    def predict_by_feat(self, mlvl_kernel_preds: List[Tensor],
+                        mlvl_cls_scores: List[Tensor], mask_feats: Tensor,
+                        mlvl_emb_preds: Optional[List[Tensor]],
+                        batch_img_metas: List[dict], **kwargs) -> InstanceList:
+        """SOLOv2's inference (point NMS, then per image
+        :meth:`_predict_by_feat_single`), also carrying the embeddings."""
+        mlvl_cls_scores = [scores.sigmoid() for scores in mlvl_cls_scores]
+        mlvl_cls_scores = [  # point NMS: keep 2x2 local maxima
+            scores * (F.max_pool2d(scores, 2, stride=1,
+                                   padding=1)[..., :-1, :-1] == scores)
+            for scores in mlvl_cls_scores
+        ]
+
+        def flatten(mlvl: List[Tensor], img_id: int) -> Tensor:
+            """(num_points, C) of one image over all levels."""
+            return torch.cat([lvl[img_id].flatten(1).t() for lvl in mlvl])
+
+        return [
+            self._predict_by_feat_single(
+                flatten(mlvl_kernel_preds, img_id),
+                flatten(mlvl_cls_scores, img_id),
+                mask_feats[img_id:img_id + 1],
+                img_meta=img_meta,
+                emb_preds=flatten(mlvl_emb_preds, img_id)
+                if mlvl_emb_preds is not None else None)
+            for img_id, img_meta in enumerate(batch_img_metas)
+        ]
+
+    def _predict_by_feat_single(self,
+                                kernel_preds: Tensor,
+                                cls_scores: Tensor,
+                                mask_feats: Tensor,
+                                img_meta: dict,
+                                emb_preds: Optional[Tensor] = None,
+                                cfg: OptConfigType = None) -> InstanceData:
+        """SOLOv2's single-image inference, keeping track of the points that
+        survive so that their embeddings can be returned.
+
+        Args:
+            kernel_preds (Tensor): (num_points, kernel_out_channels).
+            cls_scores (Tensor): (num_points, num_classes), after point NMS.
+            mask_feats (Tensor): (1, mask_out_channels, H/4, W/4).
+            img_meta (dict): Meta information of the image.
+            emb_preds (Tensor, optional): (num_points, D).
+            cfg (dict, optional): Test config; defaults to ``test_cfg``.
+
+        Returns:
+            :obj:`InstanceData`: ``masks`` (n, h, w) bool at ``ori_shape``,
+            ``scores`` (n, ) sorted descending, ``labels`` (n, ), ``bboxes``
+            (n, 4) x1y1x2y2 tight around the masks, and ``embs`` (n, D)
+            L2-normalised when the head predicts embeddings.
+        """
+        cfg = ConfigDict(self.test_cfg if cfg is None else cfg)
+        h, w = img_meta['img_shape'][:2]
+        upsampled_size = tuple(s * self.mask_stride
+                               for s in mask_feats.shape[-2:])
+        results = InstanceData(
+            scores=cls_scores.new_zeros(0),
+            labels=cls_scores.new_zeros(0, dtype=torch.long),
+            masks=cls_scores.new_zeros(
+                0, *img_meta['ori_shape'][:2], dtype=torch.bool))
+        if emb_preds is not None:
+            results.embs = emb_preds.new_zeros(0, emb_preds.shape[1])
+
+        point_inds, labels = (cls_scores > cfg.score_thr).nonzero(
+            as_tuple=True)
+        if len(point_inds) > 0:
+            scores = cls_scores[point_inds, labels]
+            strides = torch.cat([
+                scores.new_full((num_grid**2, ), stride)
+                for num_grid, stride in zip(self.num_grids, self.strides)
+            ])[point_inds]
+            kernels = kernel_preds[point_inds].view(
+                len(point_inds), mask_feats.shape[1], self.dynamic_conv_size,
+                self.dynamic_conv_size)
+            mask_probs = F.conv2d(mask_feats, kernels)[0].sigmoid()
+            masks = mask_probs > cfg.mask_thr
+            areas = masks.sum((1, 2)).float()
+            keep = areas > strides  # drop masks smaller than their stride
+            point_inds, labels, mask_probs, masks, areas = (
+                point_inds[keep], labels[keep], mask_probs[keep], masks[keep],
+                areas[keep])
+            maskness = (mask_probs * masks).sum((1, 2)) / areas
+            scores, labels, _, keep_inds = mask_matrix_nms(
+                masks,
+                labels,
+                scores[keep] * maskness,
+                mask_area=areas,
+                nms_pre=cfg.nms_pre,
+                max_num=cfg.max_per_img,
+                kernel=cfg.kernel,
+                sigma=cfg.sigma,
+                filter_thr=cfg.filter_thr)
+            if len(keep_inds) > 0:
+                mask_probs = F.interpolate(
+                    mask_probs[keep_inds][None],
+                    size=upsampled_size,
+                    mode='bilinear',
+                    align_corners=False)[..., :h, :w]
+                masks = F.interpolate(
+                    mask_probs,
+                    size=img_meta['ori_shape'][:2],
+                    mode='bilinear',
+                    align_corners=False)[0] > cfg.mask_thr
+                results = InstanceData(
+                    scores=scores, labels=labels, masks=masks)
+                if emb_preds is not None:
+                    results.embs = F.normalize(
+                        emb_preds[point_inds[keep_inds]], dim=1)
+        results.bboxes = mask2bbox(results.masks)
+        return results

@@ -1,0 +1,122 @@
+# Copyright (c) freesolo_mmdet contributors.
+"""Projection losses of FreeSOLO: dice on the row/column projections of masks.
+
+Both losses compare a predicted mask with a coarse (pseudo) mask only through
+their projections onto the two image axes, which is robust to the noisy
+interior of coarse masks:
+
+* :class:`MaxProjLoss` (from BoxInst) uses max-projections, i.e. it only asks
+  the prediction to fill the coarse mask's bounding box extent.
+* :class:`AvgProjLoss` (FreeSOLO) uses mean-projections, which also constrain
+  how much of every row/column is covered; without it the model collapses to
+  object contours.
+"""
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from mmdet.registry import MODELS
+
+__all__ = ['projection_dice', 'MaxProjLoss', 'AvgProjLoss']
+
+
+def _dice(pred: Tensor, target: Tensor, eps: float) -> Tensor:
+    """Dice loss ``1 - 2 sum(xy) / (sum(x^2) + sum(y^2) + eps)``.
+
+    Args:
+        pred (Tensor): (N, L) values in [0, 1].
+        target (Tensor): (N, L) values in [0, 1].
+
+    Returns:
+        Tensor: (N, ) per-instance loss.
+    """
+    inter = (pred * target).sum(dim=1)
+    union = (pred * pred).sum(dim=1) + (target * target).sum(dim=1)
+    return 1 - 2 * inter / (union + eps)
+
+
+def projection_dice(probs: Tensor,
+                    targets: Tensor,
+                    project: Callable[[Tensor, int], Tensor],
+                    eps: float = 1e-5) -> Tensor:
+    """Sum of the dice losses of the projections along H and along W.
+
+    Args:
+        probs (Tensor): (N, H, W) mask probabilities.
+        targets (Tensor): (N, H, W) binary masks, float.
+        project (Callable): ``project(x, dim)`` reduces ``dim`` away,
+            e.g. ``torch.amax`` or ``torch.mean``.
+        eps (float): Dice denominator smoothing.
+
+    Returns:
+        Tensor: (N, ) per-instance loss, in [0, 2].
+    """
+    return (_dice(project(probs, 1), project(targets, 1), eps) +
+            _dice(project(probs, 2), project(targets, 2), eps))
+
+
+class _ProjLoss(nn.Module):
+    """Shared forward of the projection losses; subclasses set ``project``."""
+
+    project: Callable[[Tensor, int], Tensor]
+
+    def __init__(self, loss_weight: float, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+        self.eps = eps
+
+    def forward(self, mask_logits: Tensor, targets: Tensor) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            mask_logits (Tensor): (N, H, W) mask logits.
+            targets (Tensor): (N, H, W) binary coarse masks (float or bool).
+
+        Returns:
+            Tensor: scalar, mean over the N instances times ``loss_weight``;
+            a graph-connected zero when N == 0.
+        """
+        if mask_logits.shape != targets.shape:
+            raise ValueError(f'mask_logits {tuple(mask_logits.shape)} and '
+                             f'targets {tuple(targets.shape)} differ in shape')
+        if mask_logits.shape[0] == 0:
+            return mask_logits.sum() * 0
+        loss = projection_dice(mask_logits.sigmoid(),
+                               targets.to(mask_logits.dtype), self.project,
+                               self.eps)
+        return loss.mean() * self.loss_weight
+
+
+@MODELS.register_module()
+class MaxProjLoss(_ProjLoss):
+    """Dice of the max-projections along H (-> (N, W)) plus along W
+    (-> (N, H)) of the mask probabilities and the coarse masks.
+
+    Args:
+        loss_weight (float): Weight of the loss. Defaults to 1.0.
+        eps (float): Dice denominator smoothing. Defaults to 1e-5.
+    """
+
+    project = staticmethod(torch.amax)
+
+    def __init__(self, loss_weight: float = 1.0, eps: float = 1e-5) -> None:
+        super().__init__(loss_weight, eps)
+
+
+@MODELS.register_module()
+class AvgProjLoss(_ProjLoss):
+    """Dice of the mean-projections along H (-> (N, W)) plus along W
+    (-> (N, H)) of the mask probabilities (not logits) and the coarse masks.
+
+    Args:
+        loss_weight (float): Weight of the loss (alpha in the paper).
+            Defaults to 0.1.
+        eps (float): Dice denominator smoothing. Defaults to 1e-5.
+    """
+
+    project = staticmethod(torch.mean)
+
+    def __init__(self, loss_weight: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__(loss_weight, eps)

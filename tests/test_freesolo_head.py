@@ -1,0 +1,356 @@
+"""Tests of FreeSOLOHead: target assignment, losses, prediction, full model."""
+import copy
+
+import mmcv
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import ConfigDict
+from mmengine.registry import DefaultScope
+from mmengine.structures import InstanceData
+
+from mmdet.models.dense_heads import SOLOV2Head
+from mmdet.registry import MODELS
+from mmdet.structures.mask import BitmapMasks, mask2bbox
+from mmdet.testing import demo_mm_inputs
+
+import freesolo_mmdet.models.data_preprocessors.color_similarity  # noqa: F401
+import freesolo_mmdet.models.losses.pairwise_affinity_loss  # noqa: F401
+import freesolo_mmdet.models.losses.projection_loss  # noqa: F401
+from freesolo_mmdet.models.dense_heads.freesolo_head import FreeSOLOHead
+from freesolo_mmdet.models.losses.projection_loss import MaxProjLoss
+
+IMG = 128
+STRIDES = (4, 8, 16, 32, 64)
+TEST_CFG = dict(
+    nms_pre=500,
+    score_thr=0.1,
+    mask_thr=0.5,
+    filter_thr=0.05,
+    kernel='gaussian',
+    sigma=2.0,
+    max_per_img=100)
+
+
+def head_cfg(**overrides) -> dict:
+    """A small FreeSOLO head config on 32-channel FPN features."""
+    cfg = dict(
+        type='FreeSOLOHead',
+        in_channels=32,
+        feat_channels=32,
+        stacked_convs=1,
+        strides=STRIDES,
+        scale_ranges=((1, 24), (24, 48), (48, 96), (96, 192), (192, 2048)),
+        num_grids=[12, 10, 8, 6, 4],
+        norm_cfg=dict(type='GN', num_groups=8, requires_grad=True),
+        mask_feature_head=dict(
+            feat_channels=16,
+            start_level=0,
+            end_level=3,
+            out_channels=16,
+            mask_stride=4,
+            norm_cfg=dict(type='GN', num_groups=4, requires_grad=True)),
+        loss_mask_pairwise=dict(type='PairwiseAffinityLoss', warmup_iters=0),
+        test_cfg=ConfigDict(TEST_CFG))
+    cfg.update(overrides)
+    return cfg
+
+
+def build_head(**overrides) -> FreeSOLOHead:
+    torch.manual_seed(0)
+    head = MODELS.build(head_cfg(**overrides))
+    head.init_weights()
+    return head
+
+
+def fpn_feats(batch_size: int = 2) -> list:
+    torch.manual_seed(1)
+    return [torch.randn(batch_size, 32, IMG // s, IMG // s) for s in STRIDES]
+
+
+def data_samples(with_embs: bool = True, with_color: bool = True) -> list:
+    """Demo samples: every label 0, random embeddings, hand-made colour
+    similarity (a ramp, so some pairs pass the 0.3 threshold)."""
+    samples = demo_mm_inputs(
+        batch_size=2,
+        image_shapes=[(3, IMG, IMG), (3, IMG, IMG)],
+        num_items=[3, 2],
+        num_classes=2,
+        with_mask=True)['data_samples']
+    generator = torch.Generator().manual_seed(2)
+    for sample in samples:
+        sample.set_metainfo(dict(batch_input_shape=(IMG, IMG)))
+        sample.gt_instances.labels[:] = 0
+        if with_embs:
+            sample.gt_instances.embs = torch.randn(
+                len(sample.gt_instances), 128, generator=generator)
+        if with_color:
+            sample.color_similarity = torch.linspace(0, 1, 8 * 32 * 32).view(
+                8, 32, 32)
+    return samples
+
+
+def square_instances(boxes: list, labels: list) -> InstanceData:
+    """Instances whose masks fill the given x1y1x2y2 boxes of an IMG image."""
+    masks = np.zeros((len(boxes), IMG, IMG), dtype=np.uint8)
+    for mask, (x1, y1, x2, y2) in zip(masks, boxes):
+        mask[y1:y2, x1:x2] = 1
+    return InstanceData(
+        bboxes=torch.tensor(boxes, dtype=torch.float32),
+        labels=torch.tensor(labels),
+        masks=BitmapMasks(masks, IMG, IMG))
+
+
+def test_targets_equal_solov2_and_point_to_their_gt():
+    # two same-centre squares share cells at level 1: the later one must win
+    # the label, both must be listed, each with its own gt index
+    head = build_head(num_classes=3)
+    gt = square_instances([[40, 40, 70, 70], [42, 42, 68, 68], [0, 0, 8, 8]],
+                          [0, 1, 2])
+    featmap_sizes = (IMG // 4, IMG // 4)
+    mask_targets, labels, pos_masks, pos_indexes, pos_gt_inds = \
+        head._get_targets_single(gt, featmap_sizes)
+    ref = SOLOV2Head._get_targets_single(head, gt, featmap_sizes)
+    for lvl in range(5):
+        assert torch.equal(mask_targets[lvl], ref[0][lvl])
+        assert torch.equal(labels[lvl], ref[1][lvl])
+        assert torch.equal(pos_masks[lvl], ref[2][lvl])
+        assert pos_indexes[lvl] == ref[3][lvl]
+        for target, gt_ind in zip(mask_targets[lvl], pos_gt_inds[lvl]):
+            expected = mmcv.imrescale(gt.masks.masks[gt_ind], 0.25)
+            assert torch.equal(target, torch.from_numpy(expected))
+    assert pos_gt_inds[1].tolist().count(0) == pos_gt_inds[1].tolist().count(1)
+    assert len(set(pos_indexes[1])) < len(pos_indexes[1])  # shared cells
+    assert set(pos_gt_inds[0].tolist()) == {2}
+    empty = head._get_targets_single(gt[torch.zeros(0, dtype=torch.long)],
+                                     featmap_sizes)
+    assert all(len(inds) == 0 for inds in empty[4])
+
+
+def test_loss_keys_finite_and_gradients():
+    head = build_head()
+    losses = head.loss(fpn_feats(), data_samples())
+    assert set(losses) == {'loss_maxproj', 'loss_avgproj', 'loss_pairwise',
+                           'loss_cls', 'loss_emb'}
+    for name, value in losses.items():
+        assert torch.isfinite(value) and value > 0, name
+    sum(losses.values()).backward()
+    for module in (head.conv_emb, head.conv_kernel, head.conv_cls,
+                   head.kernel_convs[0].conv, head.cls_convs[0].conv,
+                   head.mask_feature_head.conv_pred.conv):
+        assert module.weight.grad is not None
+        assert module.weight.grad.abs().sum() > 0
+
+
+def test_mask_losses_are_averaged_over_levels():
+    # one instance on level 0 and one on level 2 of a single image
+    head = build_head(loss_mask_pairwise=None, with_emb=False)
+    gt = square_instances([[4, 4, 20, 20], [30, 30, 90, 90]], [0, 0])
+    sample = data_samples()[0]
+    sample.gt_instances = gt
+    feats = [f[:1] for f in fpn_feats()]
+    losses = head.loss(feats, [sample])
+    assert set(losses) == {'loss_maxproj', 'loss_avgproj', 'loss_cls'}
+
+    kernel_preds, _, mask_feats, _ = head(feats)
+    _, _, _, pos_indexes = SOLOV2Head._get_targets_single(
+        head, gt, mask_feats.shape[-2:])
+    per_level = []
+    for lvl, gt_ind in ((0, 0), (2, 1)):
+        kernels = kernel_preds[lvl][0].flatten(1)[:, pos_indexes[lvl]]
+        logits = torch.einsum('cn,chw->nhw', kernels, mask_feats[0])
+        target = torch.from_numpy(
+            mmcv.imrescale(gt.masks.masks[gt_ind], 0.25)).expand_as(logits)
+        per_level.append(MaxProjLoss()(logits, target))
+    assert [len(pos_indexes[lvl]) for lvl in range(5)].count(0) == 3
+    torch.testing.assert_close(losses['loss_maxproj'],
+                               (per_level[0] + per_level[1]) / 2)
+
+
+def test_pairwise_needs_color_similarity():
+    head = build_head()
+    with pytest.raises(ValueError, match='color_similarity'):
+        head.loss(fpn_feats(), data_samples(with_color=False))
+    head = build_head(loss_mask_pairwise=None)
+    losses = head.loss(fpn_feats(), data_samples(with_color=False))
+    assert 'loss_pairwise' not in losses
+
+
+@pytest.mark.parametrize('drop', ['missing', 'zeros'])
+def test_loss_emb_is_zero_without_embeddings(drop):
+    head = build_head()
+    samples = data_samples(with_embs=drop == 'zeros')
+    if drop == 'zeros':
+        for sample in samples:
+            sample.gt_instances.embs.zero_()
+    loss_emb = head.loss(fpn_feats(), samples)['loss_emb']
+    assert loss_emb.item() == 0 and loss_emb.requires_grad
+    loss_emb.backward()
+    assert torch.isfinite(head.conv_emb.weight.grad).all()
+
+
+def count_positives(head: FreeSOLOHead, gt_instances: InstanceData) -> int:
+    """Positive cells of an image per stock SOLOv2 assignment."""
+    gt_instances = copy.deepcopy(gt_instances)
+    gt_instances.masks = gt_instances.masks.pad((IMG, IMG))
+    pos_indexes = SOLOV2Head._get_targets_single(
+        head, gt_instances, (IMG // 4, IMG // 4))[3]
+    return sum(len(inds) for inds in pos_indexes)
+
+
+def test_loss_emb_equals_one_minus_cosine_by_hand():
+    head = build_head(loss_emb_weight=0.5)
+    pred = torch.zeros(128)
+    pred[:3] = torch.tensor([1., 2., 2.])
+    emb_a, emb_b = torch.zeros(128), torch.zeros(128)
+    emb_a[:3] = torch.tensor([1., 0., 0.])  # cos = 1/3
+    emb_b[1] = -4.  # cos = -2/3
+    with torch.no_grad():
+        head.conv_emb.weight.zero_()
+        head.conv_emb.bias.copy_(pred)
+    samples = data_samples()
+    samples[0].gt_instances.embs[:] = emb_a
+    samples[1].gt_instances.embs[:] = 0  # skipped
+    loss_emb = head.loss(fpn_feats(), samples)['loss_emb']
+    torch.testing.assert_close(loss_emb, torch.tensor(0.5 * (1 - 1 / 3)))
+
+    samples[1].gt_instances.embs[:] = emb_b
+    num_a, num_b = (count_positives(head, s.gt_instances) for s in samples)
+    assert num_a > 0 and num_b > 0
+    expected = 0.5 * (num_a * (1 - 1 / 3) + num_b * (1 + 2 / 3)) / (
+        num_a + num_b)
+    loss_emb = head.loss(fpn_feats(), samples)['loss_emb']
+    torch.testing.assert_close(loss_emb, torch.tensor(expected))
+
+
+def predict(head: torch.nn.Module, samples: list) -> list:
+    head.eval()
+    with torch.no_grad():
+        return head.predict(fpn_feats(), samples)
+
+
+def test_predict_matches_solov2_with_boxes_and_embeddings():
+    head = build_head()
+    with torch.no_grad():
+        head.conv_cls.bias.zero_()  # scores around 0.5: many candidates
+    samples = data_samples()
+    results = predict(head, samples)
+
+    stock_cfg = head_cfg(type='SOLOV2Head', num_classes=1)
+    del stock_cfg['loss_mask_pairwise']
+    stock = MODELS.build(stock_cfg)
+    state = {k: v for k, v in head.state_dict().items() if 'emb' not in k}
+    stock.load_state_dict(state)
+    stock_results = predict(stock, samples)
+
+    kernel_preds, cls_preds, mask_feats, emb_preds = head(fpn_feats())
+    for img_id, (result, ref) in enumerate(zip(results, stock_results)):
+        num = len(result)
+        assert num > 1
+        assert torch.equal(result.masks, ref.masks)
+        assert torch.equal(result.scores, ref.scores)
+        assert torch.equal(result.labels, ref.labels)
+        assert torch.all(result.scores[:-1] >= result.scores[1:])
+        assert torch.equal(result.bboxes, mask2bbox(result.masks))
+        nonempty = result.masks.flatten(1).any(1)
+        assert nonempty.any()
+        boxes = result.bboxes[nonempty]
+        assert torch.all(boxes[:, 2:] > boxes[:, :2])
+        assert result.embs.shape == (num, 128)
+        torch.testing.assert_close(result.embs.norm(dim=1), torch.ones(num))
+
+        # each embedding is that of the cell whose kernel gave the mask
+        cell_embs = F.normalize(
+            torch.cat([e[img_id].flatten(1).t() for e in emb_preds]), dim=1)
+        cell_kernels = torch.cat(
+            [k[img_id].flatten(1).t() for k in kernel_preds])
+        for emb, mask in zip(result.embs, result.masks):
+            cell = (cell_embs - emb).abs().sum(1).argmin()
+            assert torch.allclose(cell_embs[cell], emb)
+            probs = torch.einsum('c,chw->hw', cell_kernels[cell],
+                                 mask_feats[img_id]).sigmoid()
+            expected = F.interpolate(
+                probs[None, None], size=(IMG, IMG), mode='bilinear') > 0.5
+            assert torch.equal(mask, expected[0, 0])
+
+
+def test_predict_empty():
+    head = build_head(test_cfg=ConfigDict(TEST_CFG, score_thr=1.0))
+    result = predict(head, data_samples())[0]
+    assert result.masks.shape == (0, IMG, IMG)
+    assert result.bboxes.shape == (0, 4)
+    assert result.embs.shape == (0, 128)
+    assert result.scores.shape == (0, )
+
+
+def build_full_model() -> torch.nn.Module:
+    """mmdet SOLOv2 with a random ResNet-18, FPN and a small FreeSOLO head."""
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(
+            dict(
+                type='SOLOv2',
+                data_preprocessor=dict(
+                    type='FreeSOLODataPreprocessor',
+                    mean=[123.675, 116.28, 103.53],
+                    std=[58.395, 57.12, 57.375],
+                    bgr_to_rgb=True,
+                    pad_mask=True,
+                    pad_size_divisor=32),
+                backbone=dict(
+                    type='ResNet',
+                    depth=18,
+                    num_stages=4,
+                    out_indices=(0, 1, 2, 3),
+                    frozen_stages=1,
+                    init_cfg=None,
+                    style='pytorch'),
+                neck=dict(
+                    type='FPN',
+                    in_channels=[64, 128, 256, 512],
+                    out_channels=32,
+                    start_level=0,
+                    num_outs=5),
+                mask_head=head_cfg(test_cfg=None),
+                test_cfg=dict(TEST_CFG, score_thr=0.0)))
+
+
+def test_full_solov2_model_loss_and_predict():
+    model = build_full_model()
+    packed = demo_mm_inputs(
+        batch_size=2,
+        image_shapes=[(3, 96, 128), (3, 128, 100)],
+        num_items=[2, 1],
+        num_classes=2,
+        with_mask=True)
+    for sample in packed['data_samples']:
+        sample.gt_instances.labels[:] = 0
+        sample.gt_instances.embs = torch.randn(len(sample.gt_instances), 128)
+    data = model.data_preprocessor(packed, training=True)
+    losses = model(**data, mode='loss')
+    assert set(losses) == {'loss_maxproj', 'loss_avgproj', 'loss_pairwise',
+                           'loss_cls', 'loss_emb'}
+    assert all(torch.isfinite(v) for v in losses.values())
+
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(packed, training=False)
+        results = model(**data, mode='predict')
+    for sample, result in zip(packed['data_samples'], results):
+        pred = result.pred_instances
+        assert pred.masks.shape[1:] == sample.ori_shape
+        assert pred.embs.shape == (len(pred), 128)
+        assert torch.equal(pred.bboxes, mask2bbox(pred.masks))
+
+
+def test_without_embedding_branch_and_with_solov2_loss_mask():
+    with pytest.warns(UserWarning, match='ignores `loss_mask`'):
+        head = build_head(
+            with_emb=False, loss_mask=dict(type='DiceLoss', loss_weight=3.0))
+    assert not hasattr(head, 'loss_mask') and not hasattr(head, 'conv_emb')
+    losses = head.loss(fpn_feats(), data_samples())
+    assert 'loss_emb' not in losses and 'loss_pairwise' in losses
+    with torch.no_grad():
+        head.conv_cls.bias.zero_()
+    result = predict(head, data_samples())[0]
+    assert len(result) > 0 and 'embs' not in result

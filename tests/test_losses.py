@@ -1,0 +1,203 @@
+"""Tests of the FreeSOLO losses against hand-computed and numpy values."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import MessageHub
+
+from freesolo_mmdet.models.losses.pairwise_affinity_loss import \
+    PairwiseAffinityLoss
+from freesolo_mmdet.models.losses.projection_loss import (AvgProjLoss,
+                                                          MaxProjLoss)
+from mmdet.registry import MODELS
+
+# (dy, dx) of the 8 neighbours, in the order of unfold_wo_center (k=3, d=2).
+OFFSETS = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2)
+           if (dy, dx) != (0, 0)]
+
+
+def np_dice(x, y, eps=1e-5):
+    return 1 - 2 * (x * y).sum(-1) / ((x * x).sum(-1) + (y * y).sum(-1) + eps)
+
+
+def np_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def np_pairwise(logits, targets, sim, thr=0.3):
+    """Loop reference; neighbours outside the map contribute zero loss."""
+    p = np_sigmoid(logits.astype(np.float64))
+    n, h, w = p.shape
+    box = targets.max(2)[:, :, None] * targets.max(1)[:, None, :]
+    loss_sum = weight_sum = 0.0
+    for i in range(n):
+        for k, (dy, dx) in enumerate(OFFSETS):
+            for y in range(h):
+                for x in range(w):
+                    weight = float(sim[i, k, y, x] >= thr) * box[i, y, x]
+                    weight_sum += weight
+                    if 0 <= y + dy < h and 0 <= x + dx < w:
+                        pi, pj = p[i, y, x], p[i, y + dy, x + dx]
+                        loss_sum += -weight * np.log(pi * pj + (1 - pi) *
+                                                     (1 - pj))
+    return loss_sum / max(weight_sum, 1.0)
+
+
+@pytest.fixture
+def message_hub_iter():
+    """Set the current MessageHub's 'iter' info, restoring it afterwards."""
+    hub = MessageHub.get_current_instance()
+    old = hub.get_info('iter')
+
+    def set_iter(value):
+        if value is None:
+            hub.pop_info('iter')
+        else:
+            hub.update_info('iter', value)
+
+    yield set_iter
+    set_iter(old)
+
+
+def rect_target():
+    """(1, 4, 4) target: rows 1-2, columns 0-2."""
+    target = torch.zeros(1, 4, 4)
+    target[0, 1:3, 0:3] = 1
+    return target
+
+
+def test_projection_losses_hand_values():
+    logits = torch.zeros(1, 4, 4)  # p = 0.5 everywhere
+    # max: along H -> [1,1,1,0]: 1 - 3/4; along W -> [0,1,1,0]: 1 - 2/3.
+    expected_max = 0.25 + 1 / 3
+    # mean: along H -> [.5,.5,.5,0]: 1 - 1.5/1.75; along W -> [0,.75,.75,0]:
+    # 1 - 1.5/2.125. AvgProjLoss weight defaults to 0.1.
+    expected_avg = 0.1 * ((1 - 1.5 / 1.75) + (1 - 1.5 / 2.125))
+    assert MaxProjLoss()(logits, rect_target()).item() == pytest.approx(
+        expected_max, abs=1e-5)
+    assert AvgProjLoss()(logits, rect_target()).item() == pytest.approx(
+        expected_avg, abs=1e-6)
+
+
+@pytest.mark.parametrize('loss_cls,project', [(MaxProjLoss, np.max),
+                                              (AvgProjLoss, np.mean)])
+def test_projection_losses_against_numpy(loss_cls, project):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 4, 5)).astype(np.float32) * 3
+    targets = (rng.random((2, 4, 5)) > 0.5).astype(np.float32)
+    p = np_sigmoid(logits.astype(np.float64))
+    per_instance = (
+        np_dice(project(p, 1), project(targets, 1)) +
+        np_dice(project(p, 2), project(targets, 2)))
+    loss = loss_cls(loss_weight=0.7)(torch.from_numpy(logits),
+                                     torch.from_numpy(targets).bool())
+    assert loss.item() == pytest.approx(0.7 * per_instance.mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize('loss_cls', [MaxProjLoss, AvgProjLoss])
+def test_projection_losses_empty_and_gradients(loss_cls):
+    empty = torch.zeros(0, 4, 4, requires_grad=True)
+    loss = loss_cls()(empty, torch.zeros(0, 4, 4))
+    assert loss.item() == 0
+    loss.backward()
+    assert empty.grad.shape == (0, 4, 4)
+
+    logits = torch.randn(2, 4, 4, requires_grad=True)
+    # an all-zero target: dice of a zero projection is exactly 1 per axis
+    loss = loss_cls(loss_weight=1.0)(logits, torch.zeros(2, 4, 4))
+    assert loss.item() == pytest.approx(2.0, abs=1e-6)
+    loss = loss_cls()(logits, rect_target().expand(2, 4, 4))
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_projection_loss_shape_mismatch_and_registry():
+    with pytest.raises(ValueError, match='differ in shape'):
+        MaxProjLoss()(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5))
+    assert isinstance(MODELS.build(dict(type='AvgProjLoss')), AvgProjLoss)
+    assert isinstance(
+        MODELS.build(dict(type='PairwiseAffinityLoss')), PairwiseAffinityLoss)
+
+
+def test_pairwise_hand_value():
+    # single-pixel coarse mask at (1, 1): its box is that pixel only. Its
+    # in-map neighbours at dilation 2 are (1, 3), (3, 1), (3, 3).
+    logits = torch.zeros(1, 4, 4)
+    logits[0, 1, 1] = math.log(3)  # p = 0.75
+    logits[0, 1, 3] = math.log(3)  # p = 0.75: same = .5625 + .0625
+    logits[0, 3, 1] = -math.log(3)  # p = 0.25: same = .1875 + .1875
+    target = torch.zeros(1, 4, 4)
+    target[0, 1, 1] = 1
+    sim = torch.zeros(1, 8, 4, 4)
+    sim[0, [4, 6, 7], 1, 1] = 1  # the in-map neighbours of (1, 1)
+    expected = -(math.log(0.625) + math.log(0.375) + math.log(0.5)) / 3
+    loss = PairwiseAffinityLoss(warmup_iters=0)(logits, target, sim)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_pairwise_against_numpy():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 5, 6)).astype(np.float32) * 2
+    targets = np.zeros((2, 5, 6), np.float32)
+    targets[0, 1:4, 2:5] = 1
+    targets[1, 0, 0] = targets[1, 3, 4] = 1  # box rows 0-3, cols 0-4
+    sim = rng.random((2, 8, 5, 6)).astype(np.float32)
+    loss = PairwiseAffinityLoss(
+        loss_weight=2.0, warmup_iters=0)(torch.from_numpy(logits),
+                                         torch.from_numpy(targets),
+                                         torch.from_numpy(sim))
+    expected = 2.0 * np_pairwise(logits, targets, sim)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_pairwise_below_threshold_is_zero_and_threshold_inclusive():
+    logits = torch.randn(1, 4, 4, requires_grad=True)
+    target = torch.ones(1, 4, 4)
+    loss_fn = PairwiseAffinityLoss(warmup_iters=0)
+    assert loss_fn(logits, target, torch.full((1, 8, 4, 4), 0.29)).item() == 0
+    at_threshold = loss_fn(logits, target, torch.full((1, 8, 4, 4), 0.3))
+    assert at_threshold.item() > 0
+    at_threshold.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_pairwise_empty_and_zero_target():
+    loss_fn = PairwiseAffinityLoss(warmup_iters=0)
+    empty = torch.zeros(0, 4, 4, requires_grad=True)
+    loss = loss_fn(empty, torch.zeros(0, 4, 4), torch.zeros(0, 8, 4, 4))
+    assert loss.item() == 0
+    loss.backward()
+    logits = torch.randn(1, 4, 4, requires_grad=True)
+    loss = loss_fn(logits, torch.zeros(1, 4, 4), torch.ones(1, 8, 4, 4))
+    assert loss.item() == 0 and loss.requires_grad
+    with pytest.raises(ValueError, match='color_similarity'):
+        loss_fn(logits, torch.zeros(1, 4, 4), torch.ones(1, 4, 4, 4))
+
+
+def test_pairwise_extreme_logits_are_finite():
+    logits = torch.tensor([[[100., -100.], [100., -100.]]], requires_grad=True)
+    loss = PairwiseAffinityLoss(
+        dilation=1, warmup_iters=0)(logits, torch.ones(1, 2, 2),
+                                    torch.ones(1, 8, 2, 2))
+    loss.backward()
+    # each pixel has 8 weighted pairs (32 in all) of which 2 are in-map and
+    # cross columns; each of those 8 costs -log(2 e^-100) = 100 - log 2.
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert loss.item() == pytest.approx(8 * (100 - math.log(2)) / 32, rel=1e-5)
+
+
+def test_pairwise_warmup(message_hub_iter):
+    logits = torch.randn(2, 6, 6)
+    targets = (torch.rand(2, 6, 6) > 0.5).float()
+    sim = torch.rand(2, 8, 6, 6)
+    full = PairwiseAffinityLoss(warmup_iters=0)(logits, targets, sim)
+    loss_fn = PairwiseAffinityLoss(warmup_iters=1000)
+    message_hub_iter(250)
+    assert loss_fn(logits, targets, sim).item() == pytest.approx(
+        0.25 * full.item(), rel=1e-6)
+    message_hub_iter(5000)
+    assert loss_fn(logits, targets, sim).item() == pytest.approx(
+        full.item(), rel=1e-6)
+    message_hub_iter(None)  # outside a runner
+    assert loss_fn(logits, targets, sim).item() == 0
