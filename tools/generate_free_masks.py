@@ -75,7 +75,7 @@ def list_images(args: argparse.Namespace) -> list:
             raise FileNotFoundError(f'--images: no such folder: {args.images}')
         names = sorted(
             osp.relpath(osp.join(root, name), args.images).replace(os.sep, '/')
-            for root, _, files in os.walk(args.images) for name in files
+            for root, _, files in os.walk(args.images, followlinks=True) for name in files
             if name.lower().endswith(IMG_EXTENSIONS))
         if not names:
             raise FileNotFoundError(f'--images: no {"/".join(IMG_EXTENSIONS)} files in {args.images}')

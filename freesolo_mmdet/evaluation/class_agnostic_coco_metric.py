@@ -15,7 +15,7 @@ from mmengine.fileio import load
 from mmengine.logging import MMLogger
 from terminaltables import AsciiTable
 
-__all__ = ['ClassAgnosticCocoMetric', 'rle_to_xyxy']
+__all__ = ['ClassAgnosticCocoMetric', 'class_agnostic_cocoeval', 'rle_to_xyxy']
 
 
 def rle_to_xyxy(rles: Sequence[dict]) -> np.ndarray:
@@ -25,6 +25,36 @@ def rle_to_xyxy(rles: Sequence[dict]) -> np.ndarray:
     boxes = mask_util.toBbox(list(rles)).astype(np.float32)  # xywh
     boxes[:, 2:] += boxes[:, :2]
     return boxes
+
+
+def class_agnostic_cocoeval(coco_gt: COCO,
+                            predictions: List[dict],
+                            iou_type: str,
+                            img_ids: Optional[Sequence[int]] = None,
+                            max_dets: Sequence[int] = (1, 10, 100)) -> np.ndarray:
+    """The 12 pycocotools stats of ``predictions`` (COCO result dicts with
+    ``image_id``, ``score`` and ``segmentation`` or ``bbox``) against
+    ``coco_gt``, with ``params.useCats = 0``. Category ids of the predictions
+    are replaced by the first ground-truth category; they don't count."""
+    cat_id = (coco_gt.get_cat_ids() or [1])[0]
+    keep = ('image_id', 'score', 'segmentation' if iou_type == 'segm' else 'bbox')
+    # segm: area from the mask, not from the box; copies leave the input as it was
+    predictions = [{**{k: p[k] for k in keep}, 'category_id': cat_id} for p in predictions]
+    if predictions:
+        coco_dt = coco_gt.loadRes(predictions)
+    else:  # loadRes fails on []; no detections at all scores AP 0
+        coco_dt = COCO()
+        coco_dt.dataset['images'] = coco_gt.dataset['images']
+        coco_dt.createIndex()
+    coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+    coco_eval.params.useCats = 0
+    coco_eval.params.imgIds = list(img_ids) if img_ids is not None else coco_gt.get_img_ids()
+    coco_eval.params.maxDets = list(max_dets)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return coco_eval.stats
 
 
 @METRICS.register_module()
@@ -150,24 +180,8 @@ class ClassAgnosticCocoMetric(CocoMetric):
 
     def _evaluate(self, predictions: List[dict], iou_type: str) -> np.ndarray:
         """The 12 pycocotools stats of one iou type, ``useCats = 0``."""
-        if iou_type == 'segm':  # area from the mask, not from the box
-            for pred in predictions:
-                pred.pop('bbox')
-        if predictions:
-            coco_dt = self._coco_api.loadRes(predictions)
-        else:  # loadRes fails on []; no detections at all scores AP 0
-            coco_dt = COCO()
-            coco_dt.dataset['images'] = self._coco_api.dataset['images']
-            coco_dt.createIndex()
-        coco_eval = COCOeval(self._coco_api, coco_dt, iou_type)
-        coco_eval.params.useCats = 0
-        coco_eval.params.imgIds = self.img_ids
-        coco_eval.params.maxDets = list(self.proposal_nums)
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_eval.evaluate()
-            coco_eval.accumulate()
-            coco_eval.summarize()
-        return coco_eval.stats
+        return class_agnostic_cocoeval(self._coco_api, predictions, iou_type,
+                                       self.img_ids, self.proposal_nums)
 
     def _log_table(self, eval_results: Dict[str, float],
                    logger: MMLogger) -> None:
