@@ -1,3 +1,4 @@
 from .color_similarity import FreeSOLODataPreprocessor
+from .two_view_augment import TwoViewAugment
 
-__all__ = ['FreeSOLODataPreprocessor']
+__all__ = ['FreeSOLODataPreprocessor', 'TwoViewAugment']
