@@ -1,0 +1,180 @@
+"""Self-training pseudo labels (spec section 3): a model's masks on the training images -> COCO json.
+
+Shared by ``tools/gen_pseudo_labels.py`` (offline, between two training runs) and
+:class:`SelfTrainingHook` (in one run). The json has the Free Mask format of
+:mod:`freesolo_mmdet.free_mask.coco_writer`: RLE masks, tight XYWH ``bbox``, ``area``, ``score``,
+``emb`` (the head's embedding), ``iscrowd=0``, ids 1..N in image order, one ``object`` category.
+"""
+import re
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.structures import InstanceData
+from mmengine.utils import ProgressBar
+from torch.utils.data import DataLoader, Dataset
+
+from freesolo_mmdet.free_mask.coco_writer import OBJECT_CATEGORIES, masks_to_coco_annotations
+from mmdet.structures.mask import mask2bbox
+
+__all__ = [
+    'select_pseudo_labels', 'ImagePipelineDataset', 'predict_pseudo_labels', 'collect_pseudo_label_coco',
+    'find_test_pipeline'
+]
+
+
+def select_pseudo_labels(pred: InstanceData,
+                         score_thr: float = 0.3,
+                         max_per_img: int = 20,
+                         max_width: Optional[float] = 0.95) -> InstanceData:
+    """The predictions of one image that become pseudo labels.
+
+    Keeps masks with ``score >= score_thr`` whose box is at most ``max_width`` times as wide as
+    the image (``box width <= max_width * W``: spec 3 drops masks *wider* than 0.95; None = off),
+    then the ``max_per_img`` highest scoring of those, sorted by score.
+
+    Args:
+        pred (InstanceData): ``masks`` (n, H, W) bool tensor and ``scores`` (n, ); other fields
+            (``embs``, ...) are selected along.
+
+    Returns:
+        InstanceData: the kept predictions.
+    """
+    keep = pred.scores >= score_thr
+    if max_width is not None:
+        boxes = mask2bbox(pred.masks)
+        keep &= (boxes[:, 2] - boxes[:, 0]).to(keep.device) <= max_width * pred.masks.shape[-1]
+    kept = pred[keep]
+    return kept[kept.scores.argsort(descending=True, stable=True)[:max_per_img]]
+
+
+class ImagePipelineDataset(Dataset):
+    """Runs a test pipeline on each image; an image that fails yields its error instead.
+
+    Args:
+        images (Sequence[dict]): ``id``, ``file_name`` and ``path`` of each image.
+        pipeline (list[dict]): test pipeline, from ``LoadImageFromFile`` to ``PackDetInputs``.
+    """
+
+    def __init__(self, images: Sequence[dict], pipeline: list) -> None:
+        self.images = images
+        self.pipeline = Compose(pipeline)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        """``index``, ``data`` (the pipeline's output or None) and ``error`` (None or a message)."""
+        image = self.images[index]
+        try:
+            data = self.pipeline(dict(img_path=image['path'], img_id=image['id'], instances=[]))
+            error = None if data is not None else 'the pipeline dropped the image'
+        except Exception as e:  # an unreadable image is reported, not fatal
+            data, error = None, re.sub(r' at 0x[0-9a-fA-F]+', '', f'{type(e).__name__}: {e}')
+        return dict(index=index, data=data, error=error)
+
+
+def predict_pseudo_labels(model: torch.nn.Module,
+                          images: Sequence[dict],
+                          pipeline: list,
+                          score_thr: float = 0.3,
+                          max_per_img: int = 20,
+                          max_width: Optional[float] = 0.95,
+                          batch_size: int = 1,
+                          num_workers: int = 0,
+                          show_progress: bool = False) -> List[dict]:
+    """Predict and select (:func:`select_pseudo_labels`) the pseudo labels of ``images``.
+
+    The model runs in eval mode without gradients; its training mode is restored afterwards.
+
+    Args:
+        model: an mmdet detector whose ``test_step`` returns ``DetDataSample`` with
+            ``pred_instances`` (``masks``, ``scores``, optionally ``embs``).
+        images (Sequence[dict]): ``id``, ``file_name``, ``path`` and optionally ``index`` (the
+            image's position in the whole list, for :func:`collect_pseudo_label_coco`;
+            default: its position in ``images``).
+
+    Returns:
+        list[dict]: one entry per image: ``index``, ``image`` (COCO image dict), ``annotations``
+        (ids from 1 within the image) and ``error`` (None, or why the image was unreadable).
+    """
+    dataset = ImagePipelineDataset(images, pipeline)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    progress = ProgressBar(len(dataset), file=sys.stdout) if show_progress else None
+    was_training = model.training
+    model.eval()
+    entries = []
+    with torch.no_grad():
+        for batch in loader:
+            loaded = [item for item in batch if item['error'] is None]
+            results = model.test_step(pseudo_collate([item['data'] for item in loaded])) if loaded else []
+            predictions = dict(zip([item['index'] for item in loaded], results))
+            for item in batch:
+                image = images[item['index']]
+                entry = dict(index=image.get('index', item['index']),
+                             image=dict(id=image['id'], file_name=image['file_name']), annotations=[],
+                             error=item['error'])
+                if item['index'] in predictions:
+                    pred = select_pseudo_labels(predictions[item['index']].pred_instances, score_thr,
+                                                max_per_img, max_width)
+                    entry['image']['height'], entry['image']['width'] = pred.masks.shape[-2:]
+                    entry['annotations'] = masks_to_coco_annotations(pred.masks, pred.scores, image['id'],
+                                                                     pred.get('embs'))
+                entries.append(entry)
+                if progress is not None:
+                    progress.update()
+    model.train(was_training)
+    if progress is not None:
+        sys.stdout.write('\n')
+    return entries
+
+
+def collect_pseudo_label_coco(entries: Sequence[dict]) -> Tuple[dict, dict]:
+    """One COCO dict from the entries of :func:`predict_pseudo_labels` (any order, e.g. gathered
+    from several processes): images in ``index`` order, annotation ids renumbered 1..N.
+
+    Images without a kept mask and unreadable images are left out of ``images`` and listed in the
+    report.
+
+    Returns:
+        tuple[dict, dict]: the COCO dict and a report: ``num_images``, ``num_images_with_masks``,
+        ``num_annotations``, ``num_skipped``, ``num_no_mask``, ``skipped`` (file_name and reason)
+        and ``no_mask`` (file_names).
+
+    Raises:
+        ValueError: an image id occurs twice.
+    """
+    entries = sorted(entries, key=lambda entry: entry['index'])
+    image_ids = [entry['image']['id'] for entry in entries]
+    if len(set(image_ids)) != len(image_ids):
+        raise ValueError('pseudo labels: an image id occurs twice')
+    images, annotations, skipped, no_mask = [], [], [], []
+    for entry in entries:
+        if entry['error'] is not None:
+            skipped.append(dict(file_name=entry['image']['file_name'], reason=entry['error']))
+        elif not entry['annotations']:
+            no_mask.append(entry['image']['file_name'])
+        else:
+            images.append(entry['image'])
+            for ann in entry['annotations']:
+                annotations.append(dict(ann, id=len(annotations) + 1))
+    report = dict(num_images=len(entries), num_images_with_masks=len(images), num_annotations=len(annotations),
+                  num_skipped=len(skipped), num_no_mask=len(no_mask), skipped=skipped, no_mask=no_mask)
+    return dict(images=images, annotations=annotations, categories=OBJECT_CATEGORIES), report
+
+
+def find_test_pipeline(cfg: Config) -> list:
+    """The test pipeline of a config: ``test_dataloader``'s, else ``val_dataloader``'s, else
+    ``test_pipeline``. Dataset wrappers (``dataset=dict(dataset=...)``) are looked through."""
+    for key in ('test_dataloader', 'val_dataloader'):
+        dataset = (cfg.get(key) or {}).get('dataset')
+        while isinstance(dataset, dict):
+            if 'pipeline' in dataset:
+                return dataset['pipeline']
+            dataset = dataset.get('dataset')
+    if cfg.get('test_pipeline'):
+        return cfg['test_pipeline']
+    raise KeyError('the config has no test pipeline (test_dataloader.dataset.pipeline, '
+                   'val_dataloader.dataset.pipeline or test_pipeline)')
