@@ -12,6 +12,8 @@ import pycocotools.mask as mask_util
 import pytest
 from pycocotools.coco import COCO
 
+from freesolo_mmdet.datasets.image_list import build_inference_model
+from mmdet.registry import MODELS
 from freesolo_mmdet.free_mask.coco_writer import masks_to_coco_annotations, merge_coco_parts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +150,7 @@ def test_checkpoint_option(workspace):
     from mmengine.runner import set_random_seed
     init_default_scope('mmdet')
     set_random_seed(0)  # the weights the tool initialises with --seed 0
-    model = tool.build_model(Config.fromfile(str(workspace / 'tiny.py')), None, 'cpu')
+    model = build_inference_model(Config.fromfile(str(workspace / 'tiny.py')), None, 'cpu')
     torch.save(dict(state_dict=model.state_dict()), workspace / 'weights.pth')
     run_tool(workspace, workspace / 'seed0.json')
     run_tool(workspace, workspace / 'loaded.json', '--seed', '5', '--checkpoint', str(workspace / 'weights.pth'))
@@ -169,7 +171,7 @@ def test_paper_config_uses_densecl_r50():
     assert cfg.model.backbone.init_cfg == dict(
         type='Pretrained', checkpoint=weights['densecl_resnet50_8xb32-coslr-200e_in1k'], prefix='backbone.')
     init_default_scope('mmdet')
-    model = tool.MODELS.build(cfg.model)  # built, not initialised: no download
+    model = MODELS.build(cfg.model)  # built, not initialised: no download
     import torch
     feats = model.backbone(torch.zeros(1, 3, 64, 64))
     assert feats[model.feature_level].shape == (1, 2048, 2, 2)

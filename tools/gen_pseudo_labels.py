@@ -20,16 +20,14 @@ To continue training on refreshed labels within one run instead, use ``SelfTrain
 import argparse
 import json
 import os.path as osp
-import sys
 
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the sibling tool, also when imported by path
-from generate_free_masks import build_model, list_images  # noqa: E402
 
+from freesolo_mmdet.datasets.image_list import build_inference_model, list_images  # noqa: E402
 from freesolo_mmdet.engine.pseudo_labels import (collect_pseudo_label_coco, find_test_pipeline,  # noqa: E402
                                                  predict_pseudo_labels)
 from freesolo_mmdet.free_mask.coco_writer import atomic_open, dump_json_atomic  # noqa: E402
@@ -48,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--max-per-img', type=int, default=20, help='at most this many pseudo labels per image')
     parser.add_argument('--max-width', type=float, default=0.95,
                         help='drop masks whose box is wider than this fraction of the image width (1: keep all)')
+    parser.add_argument('--keep-empty', action='store_true',
+                        help='also list images without a kept mask in "images" (predictions for every image)')
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
     parser.add_argument('--num-workers', type=int, default=2, help='data loading processes')
     parser.add_argument('--device', help='default: cuda if available, else cpu')
@@ -72,13 +72,13 @@ def main(argv=None) -> dict:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    images = list_images(args)
+    images = list_images(args.images, args.ann_file, args.img_prefix)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    model = build_model(cfg, args.checkpoint, device)
+    model = build_inference_model(cfg, args.checkpoint, device)
     entries = predict_pseudo_labels(model, images, find_test_pipeline(cfg), score_thr=args.score_thr,
                                     max_per_img=args.max_per_img, max_width=args.max_width,
                                     batch_size=args.batch_size, num_workers=args.num_workers, show_progress=True)
-    coco, report = collect_pseudo_label_coco(entries)
+    coco, report = collect_pseudo_label_coco(entries, keep_empty=args.keep_empty)
     dump_json_atomic(coco, args.out)
     report_file = osp.splitext(args.out)[0] + '.report.json'
     with atomic_open(report_file) as f:

@@ -14,28 +14,25 @@ Unreadable images and images without a surviving mask are left out of ``OUT`` an
 import argparse
 import hashlib
 import json
-import os
 import os.path as osp
-import re
 import shutil
 import sys
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.dataset import Compose, pseudo_collate
+from mmengine.dataset import pseudo_collate
 from mmengine.dist import barrier, broadcast_object_list, get_dist_info, init_dist
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint, set_random_seed
+from mmengine.runner import set_random_seed
 from mmengine.utils import ProgressBar
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from freesolo_mmdet.datasets.image_list import ImagePipelineDataset, build_inference_model, list_images
 from freesolo_mmdet.free_mask.coco_writer import (atomic_open, dump_json_atomic, masks_to_coco_annotations,
                                                    merge_coco_parts)
 from freesolo_mmdet.free_mask.generator import FreeMaskGenerator  # noqa: F401 (registers it)
-from mmdet.registry import MODELS
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 DEFAULTS = dict(batch_size=1, num_workers=2, chunk_size=500)
 
 
@@ -68,66 +65,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def list_images(args: argparse.Namespace) -> list:
-    """[dict(id, file_name, path)] in a deterministic order."""
-    if args.images:
-        if not osp.isdir(args.images):
-            raise FileNotFoundError(f'--images: no such folder: {args.images}')
-        names = sorted(
-            osp.relpath(osp.join(root, name), args.images).replace(os.sep, '/')
-            for root, _, files in os.walk(args.images, followlinks=True) for name in files
-            if name.lower().endswith(IMG_EXTENSIONS))
-        if not names:
-            raise FileNotFoundError(f'--images: no {"/".join(IMG_EXTENSIONS)} files in {args.images}')
-        return [dict(id=i, file_name=name, path=osp.join(args.images, name)) for i, name in enumerate(names, 1)]
-    if not osp.isfile(args.ann_file):
-        raise FileNotFoundError(f'--ann-file: no such file: {args.ann_file}')
-    try:
-        with open(args.ann_file) as f:
-            entries = json.load(f)['images']
-        images = [dict(id=int(e['id']), file_name=e['file_name'], path=osp.join(args.img_prefix, e['file_name']))
-                  for e in entries]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f'--ann-file {args.ann_file} is not a COCO json with an "images" list '
-                         f'of {{"id", "file_name"}}: {type(e).__name__}: {e}') from e
-    if len({image['id'] for image in images}) != len(images):
-        raise ValueError(f'--ann-file {args.ann_file}: image ids are not unique')
-    return images
-
-
-class ImageListDataset(Dataset):
-    """Runs the test pipeline on one image; an image that fails yields its error instead."""
-
-    def __init__(self, images: list, pipeline: list) -> None:
-        self.images = images
-        self.pipeline = Compose(pipeline)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        image = self.images[index]
-        try:
-            data = self.pipeline(dict(img_path=image['path'], img_id=image['id']))
-            error = None if data is not None else 'the pipeline dropped the image'
-        except Exception as e:  # any unreadable image is reported, not fatal
-            data, error = None, re.sub(r' at 0x[0-9a-fA-F]+', '', f'{type(e).__name__}: {e}')  # no addresses
-        return dict(index=index, data=data, error=error)
-
-
-def build_model(cfg: Config, checkpoint: str, device: str) -> torch.nn.Module:
-    model = MODELS.build(cfg.model)
-    if checkpoint:
-        state = load_checkpoint(model, checkpoint, map_location='cpu', strict=False, logger='silent')
-        state = state.get('state_dict', state)
-        missing = [key for key in model.state_dict() if key not in state and 'num_batches_tracked' not in key]
-        if missing:
-            raise KeyError(f'{checkpoint} lacks {len(missing)} weights of the model, e.g. {missing[:3]}')
-    else:
-        model.init_weights()
-    return model.to(device).eval()
-
-
 def run_digest(cfg: Config, images: list, opts: dict, checkpoint: str) -> str:
     """Hash of everything that decides the result of a chunk: resuming needs the same."""
     settings = dict(model=cfg.model, pipeline=cfg.test_pipeline, images=images, checkpoint=checkpoint,
@@ -152,7 +89,7 @@ def check_parts(parts_dir: str, digest: str, num_chunks: int):
     return [k for k in range(num_chunks) if osp.exists(chunk_path(parts_dir, k))]
 
 
-def process_chunks(model, dataset: ImageListDataset, chunks: list, todo: list, opts: dict, parts_dir: str,
+def process_chunks(model, dataset: ImagePipelineDataset, chunks: list, todo: list, opts: dict, parts_dir: str,
                    show_progress: bool) -> None:
     """Runs the model over the chunks in ``todo`` and writes one part file per chunk."""
     batches, batch_chunks = [], []
@@ -238,7 +175,7 @@ def main(argv=None) -> None:
     opts = {**DEFAULTS, **cfg.get('free_mask_cfg', {})}
     opts.update({key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None})
 
-    images = list_images(args)
+    images = list_images(args.images, args.ann_file, args.img_prefix)
     chunks = [range(start, min(start + opts['chunk_size'], len(images)))
               for start in range(0, len(images), opts['chunk_size'])]
     parts_dir = args.out + '.parts'
@@ -253,8 +190,8 @@ def main(argv=None) -> None:
 
     set_random_seed(args.seed)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    model = build_model(cfg, args.checkpoint, device)
-    process_chunks(model, ImageListDataset(images, cfg.test_pipeline), chunks, todo, opts, parts_dir,
+    model = build_inference_model(cfg, args.checkpoint, device)
+    process_chunks(model, ImagePipelineDataset(images, cfg.test_pipeline), chunks, todo, opts, parts_dir,
                    show_progress=rank == 0)
     barrier()
     if rank != 0:

@@ -5,22 +5,22 @@ Shared by ``tools/gen_pseudo_labels.py`` (offline, between two training runs) an
 :mod:`freesolo_mmdet.free_mask.coco_writer`: RLE masks, tight XYWH ``bbox``, ``area``, ``score``,
 ``emb`` (the head's embedding), ``iscrowd=0``, ids 1..N in image order, one ``object`` category.
 """
-import re
 import sys
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
-from mmengine.dataset import Compose, pseudo_collate
+from mmengine.dataset import pseudo_collate
 from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from freesolo_mmdet.datasets.image_list import ImagePipelineDataset
 from freesolo_mmdet.free_mask.coco_writer import OBJECT_CATEGORIES, masks_to_coco_annotations
 from mmdet.structures.mask import mask2bbox
 
 __all__ = [
-    'select_pseudo_labels', 'ImagePipelineDataset', 'predict_pseudo_labels', 'collect_pseudo_label_coco',
+    'select_pseudo_labels', 'predict_pseudo_labels', 'collect_pseudo_label_coco',
     'find_test_pipeline'
 ]
 
@@ -48,32 +48,6 @@ def select_pseudo_labels(pred: InstanceData,
         keep &= (boxes[:, 2] - boxes[:, 0]).to(keep.device) <= max_width * pred.masks.shape[-1]
     kept = pred[keep]
     return kept[kept.scores.argsort(descending=True, stable=True)[:max_per_img]]
-
-
-class ImagePipelineDataset(Dataset):
-    """Runs a test pipeline on each image; an image that fails yields its error instead.
-
-    Args:
-        images (Sequence[dict]): ``id``, ``file_name`` and ``path`` of each image.
-        pipeline (list[dict]): test pipeline, from ``LoadImageFromFile`` to ``PackDetInputs``.
-    """
-
-    def __init__(self, images: Sequence[dict], pipeline: list) -> None:
-        self.images = images
-        self.pipeline = Compose(pipeline)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        """``index``, ``data`` (the pipeline's output or None) and ``error`` (None or a message)."""
-        image = self.images[index]
-        try:
-            data = self.pipeline(dict(img_path=image['path'], img_id=image['id'], instances=[]))
-            error = None if data is not None else 'the pipeline dropped the image'
-        except Exception as e:  # an unreadable image is reported, not fatal
-            data, error = None, re.sub(r' at 0x[0-9a-fA-F]+', '', f'{type(e).__name__}: {e}')
-        return dict(index=index, data=data, error=error)
 
 
 def predict_pseudo_labels(model: torch.nn.Module,
@@ -131,12 +105,12 @@ def predict_pseudo_labels(model: torch.nn.Module,
     return entries
 
 
-def collect_pseudo_label_coco(entries: Sequence[dict]) -> Tuple[dict, dict]:
+def collect_pseudo_label_coco(entries: Sequence[dict], keep_empty: bool = False) -> Tuple[dict, dict]:
     """One COCO dict from the entries of :func:`predict_pseudo_labels` (any order, e.g. gathered
     from several processes): images in ``index`` order, annotation ids renumbered 1..N.
 
-    Images without a kept mask and unreadable images are left out of ``images`` and listed in the
-    report.
+    Unreadable images, and images without a kept mask unless ``keep_empty``, are left out of
+    ``images``; both are listed in the report.
 
     Returns:
         tuple[dict, dict]: the COCO dict and a report: ``num_images``, ``num_images_with_masks``,
@@ -154,14 +128,17 @@ def collect_pseudo_label_coco(entries: Sequence[dict]) -> Tuple[dict, dict]:
     for entry in entries:
         if entry['error'] is not None:
             skipped.append(dict(file_name=entry['image']['file_name'], reason=entry['error']))
-        elif not entry['annotations']:
+            continue
+        if not entry['annotations']:
             no_mask.append(entry['image']['file_name'])
-        else:
-            images.append(entry['image'])
-            for ann in entry['annotations']:
-                annotations.append(dict(ann, id=len(annotations) + 1))
-    report = dict(num_images=len(entries), num_images_with_masks=len(images), num_annotations=len(annotations),
-                  num_skipped=len(skipped), num_no_mask=len(no_mask), skipped=skipped, no_mask=no_mask)
+            if not keep_empty:
+                continue
+        images.append(entry['image'])
+        for ann in entry['annotations']:
+            annotations.append(dict(ann, id=len(annotations) + 1))
+    report = dict(num_images=len(entries), num_images_with_masks=len(entries) - len(skipped) - len(no_mask),
+                  num_annotations=len(annotations), num_skipped=len(skipped), num_no_mask=len(no_mask),
+                  skipped=skipped, no_mask=no_mask)
     return dict(images=images, annotations=annotations, categories=OBJECT_CATEGORIES), report
 
 

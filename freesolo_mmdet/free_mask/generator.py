@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from mmdet.models.layers import mask_matrix_nms
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
-from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
+from mmdet.utils import OptConfigType, OptMultiConfig
 from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 from torch import Tensor

@@ -1,0 +1,90 @@
+"""Lists of image files for the inference tools (Free Mask, pseudo labels), and a dataset that
+runs a test pipeline over them, turning an unreadable image into an error message, not a crash."""
+import json
+import os
+import os.path as osp
+import re
+from typing import List, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.runner import load_checkpoint
+from torch.utils.data import Dataset
+
+from mmdet.registry import MODELS
+
+__all__ = ['IMG_EXTENSIONS', 'list_images', 'ImagePipelineDataset', 'build_inference_model']
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def list_images(images_dir: Optional[str] = None,
+                ann_file: Optional[str] = None,
+                img_prefix: Optional[str] = None) -> List[dict]:
+    """``[dict(id, file_name, path)]`` of a folder (searched recursively, links followed, sorted,
+    ids 1..N) or of the ``images`` of a COCO json (ids kept, paths under ``img_prefix``)."""
+    if images_dir is not None:
+        if not osp.isdir(images_dir):
+            raise FileNotFoundError(f'--images: no such folder: {images_dir}')
+        names = sorted(
+            osp.relpath(osp.join(root, name), images_dir).replace(os.sep, '/')
+            for root, _, files in os.walk(images_dir, followlinks=True) for name in files
+            if name.lower().endswith(IMG_EXTENSIONS))
+        if not names:
+            raise FileNotFoundError(f'--images: no {"/".join(IMG_EXTENSIONS)} files in {images_dir}')
+        return [dict(id=i, file_name=name, path=osp.join(images_dir, name)) for i, name in enumerate(names, 1)]
+    if not osp.isfile(ann_file):
+        raise FileNotFoundError(f'--ann-file: no such file: {ann_file}')
+    try:
+        with open(ann_file) as f:
+            entries = json.load(f)['images']
+        images = [dict(id=int(e['id']), file_name=e['file_name'], path=osp.join(img_prefix, e['file_name']))
+                  for e in entries]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f'--ann-file {ann_file} is not a COCO json with an "images" list '
+                         f'of {{"id", "file_name"}}: {type(e).__name__}: {e}') from e
+    if len({image['id'] for image in images}) != len(images):
+        raise ValueError(f'--ann-file {ann_file}: image ids are not unique')
+    return images
+
+
+class ImagePipelineDataset(Dataset):
+    """Runs a test pipeline on each image; an image that fails yields its error instead.
+
+    Args:
+        images (Sequence[dict]): ``id``, ``file_name`` and ``path`` of each image.
+        pipeline (list[dict]): test pipeline, from ``LoadImageFromFile`` to ``PackDetInputs``.
+    """
+
+    def __init__(self, images: Sequence[dict], pipeline: list) -> None:
+        self.images = images
+        self.pipeline = Compose(pipeline)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        """``index``, ``data`` (the pipeline's output or None) and ``error`` (None or a message)."""
+        image = self.images[index]
+        try:
+            data = self.pipeline(dict(img_path=image['path'], img_id=image['id'], instances=[]))
+            error = None if data is not None else 'the pipeline dropped the image'
+        except Exception as e:  # an unreadable image is reported, not fatal
+            data, error = None, re.sub(r' at 0x[0-9a-fA-F]+', '', f'{type(e).__name__}: {e}')  # no addresses
+        return dict(index=index, data=data, error=error)
+
+
+def build_inference_model(cfg: Config, checkpoint: Optional[str], device: str) -> torch.nn.Module:
+    """``cfg.model`` in eval mode on ``device``, with every weight from ``checkpoint`` (a missing one
+    raises), or initialised by its ``init_cfg`` when no checkpoint is given."""
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        state = load_checkpoint(model, checkpoint, map_location='cpu', strict=False, logger='silent')
+        state = state.get('state_dict', state)
+        missing = [key for key in model.state_dict() if key not in state and 'num_batches_tracked' not in key]
+        if missing:
+            raise KeyError(f'{checkpoint} lacks {len(missing)} weights of the model, e.g. {missing[:3]}')
+    else:
+        model.init_weights()
+    return model.to(device).eval()
