@@ -8,12 +8,18 @@ export FREESOLO_WHEELHOUSE
 DEMO_DIR ?= data/demo
 WORK_DIR ?= work_dirs/demo
 
-.PHONY: env demo test
+.PHONY: env demo demo-data test
 env:
 	bash tools/setup_env.sh
 
-demo: env
-	$(PY) tools/make_demo_data.py --out $(DEMO_DIR)
+demo-data: env
+	@if [ -f $(DEMO_DIR)/annotations/val.json ]; then echo "[demo] $(DEMO_DIR) exists"; \
+	else $(PY) tools/make_demo_data.py --out $(DEMO_DIR); fi
+
+# the main job: unlabeled images -> Free Masks -> FreeSOLO -> self-training -> masks, overlays, metrics
+demo: demo-data
+	$(PY) tools/freesolo_pipeline.py --images $(DEMO_DIR)/train --work-dir $(WORK_DIR) \
+	    --val-images $(DEMO_DIR)/val --val-ann $(DEMO_DIR)/annotations/val.json
 
 test: env
 	$(PY) -m pytest tests -q

