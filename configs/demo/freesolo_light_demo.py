@@ -85,7 +85,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
 test_evaluator = val_evaluator
 
-max_iters = 200
+max_iters = 400
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 # the recipe's lr (0.003 learns less in 200 iterations, 0.01 collapses the masks to all-background), a short
 # warm-up, SOLOv2's gradient clipping (the recipe has none) and a fixed seed: see docs/freesolo_demo_training.md
