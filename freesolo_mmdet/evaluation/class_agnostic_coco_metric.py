@@ -36,7 +36,7 @@ def class_agnostic_cocoeval(coco_gt: COCO,
     ``image_id``, ``score`` and ``segmentation`` or ``bbox``) against
     ``coco_gt``, with ``params.useCats = 0``. Category ids of the predictions
     are replaced by the first ground-truth category; they don't count."""
-    cat_id = (coco_gt.get_cat_ids() or [1])[0]
+    cat_id = (coco_gt.getCatIds() or [1])[0]
     keep = ('image_id', 'score', 'segmentation' if iou_type == 'segm' else 'bbox')
     # segm: area from the mask, not from the box; copies leave the input as it was
     predictions = [{**{k: p[k] for k in keep}, 'category_id': cat_id} for p in predictions]
@@ -48,7 +48,7 @@ def class_agnostic_cocoeval(coco_gt: COCO,
         coco_dt.createIndex()
     coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
     coco_eval.params.useCats = 0
-    coco_eval.params.imgIds = list(img_ids) if img_ids is not None else coco_gt.get_img_ids()
+    coco_eval.params.imgIds = list(img_ids) if img_ids is not None else coco_gt.getImgIds()
     coco_eval.params.maxDets = list(max_dets)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.evaluate()
