@@ -27,7 +27,8 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 
-from freesolo_mmdet.datasets.image_list import build_inference_model, list_images  # noqa: E402
+from freesolo_mmdet.datasets.image_list import (add_image_source_arguments, check_image_source_arguments,
+                                               build_inference_model, list_images)
 from freesolo_mmdet.engine.pseudo_labels import (collect_pseudo_label_coco, find_test_pipeline,  # noqa: E402
                                                  predict_pseudo_labels)
 from freesolo_mmdet.free_mask.coco_writer import atomic_open, dump_json_atomic  # noqa: E402
@@ -37,10 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Generate FreeSOLO self-training pseudo labels as a COCO json.')
     parser.add_argument('config', help='config of the trained model')
     parser.add_argument('checkpoint', help='trained weights')
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--images', help='folder of images, searched recursively')
-    source.add_argument('--ann-file', help='COCO json whose "images" are labelled (ids and file names kept)')
-    parser.add_argument('--img-prefix', help='folder that the file_names of --ann-file are relative to')
+    add_image_source_arguments(parser)
     parser.add_argument('--out', required=True, help='output COCO json')
     parser.add_argument('--score-thr', type=float, default=0.3, help='minimum score of a pseudo label')
     parser.add_argument('--max-per-img', type=int, default=20, help='at most this many pseudo labels per image')
@@ -54,10 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. model.test_cfg.score_thr=0.2')
     args = parser.parse_args(argv)
-    if args.ann_file and not args.img_prefix:
-        parser.error('--ann-file needs --img-prefix')
-    if args.images and args.img_prefix:
-        parser.error('--img-prefix only goes with --ann-file')
+    check_image_source_arguments(parser, args)
     return args
 
 

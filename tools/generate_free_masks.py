@@ -28,7 +28,8 @@ from mmengine.runner import set_random_seed
 from mmengine.utils import ProgressBar
 from torch.utils.data import DataLoader
 
-from freesolo_mmdet.datasets.image_list import ImagePipelineDataset, build_inference_model, list_images
+from freesolo_mmdet.datasets.image_list import (add_image_source_arguments, check_image_source_arguments,
+                                               ImagePipelineDataset, build_inference_model, list_images)
 from freesolo_mmdet.free_mask.coco_writer import (atomic_open, dump_json_atomic, masks_to_coco_annotations,
                                                    merge_coco_parts)
 from freesolo_mmdet.free_mask.generator import FreeMaskGenerator  # noqa: F401 (registers it)
@@ -39,10 +40,7 @@ DEFAULTS = dict(batch_size=1, num_workers=2, chunk_size=500)
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Generate FreeSOLO Free Masks as a COCO json.')
     parser.add_argument('config', help='Free Mask config, e.g. configs/free_mask/free_mask_r50_densecl.py')
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--images', help='folder of images, searched recursively')
-    source.add_argument('--ann-file', help='COCO json whose "images" are processed (ids kept)')
-    parser.add_argument('--img-prefix', help='folder that the file_names of --ann-file are relative to')
+    add_image_source_arguments(parser)
     parser.add_argument('--out', required=True, help='output COCO json')
     parser.add_argument('--checkpoint', help='weights to load instead of the config\'s init_cfg')
     parser.add_argument('--batch-size', type=int, help='images per forward pass')
@@ -58,10 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. model.min_score=0.5')
     args = parser.parse_args(argv)
-    if args.ann_file and not args.img_prefix:
-        parser.error('--ann-file needs --img-prefix')
-    if args.images and args.img_prefix:
-        parser.error('--img-prefix only goes with --ann-file')
+    check_image_source_arguments(parser, args)
     return args
 
 

@@ -1,5 +1,6 @@
 """Lists of image files for the inference tools (Free Mask, pseudo labels), and a dataset that
 runs a test pipeline over them, turning an unreadable image into an error message, not a crash."""
+import argparse
 import json
 import os
 import os.path as osp
@@ -14,9 +15,28 @@ from torch.utils.data import Dataset
 
 from mmdet.registry import MODELS
 
-__all__ = ['IMG_EXTENSIONS', 'list_images', 'ImagePipelineDataset', 'build_inference_model']
+__all__ = [
+    'IMG_EXTENSIONS', 'add_image_source_arguments', 'check_image_source_arguments', 'list_images',
+    'ImagePipelineDataset', 'build_inference_model'
+]
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def add_image_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of :func:`list_images`: ``--images DIR | --ann-file J --img-prefix DIR``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--images', help='folder of images, searched recursively')
+    source.add_argument('--ann-file', help='COCO json whose "images" are processed (ids and file names kept)')
+    parser.add_argument('--img-prefix', help='folder that the file_names of --ann-file are relative to')
+
+
+def check_image_source_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error when ``--img-prefix`` and ``--ann-file`` don't come together."""
+    if args.ann_file and not args.img_prefix:
+        parser.error('--ann-file needs --img-prefix')
+    if args.images and args.img_prefix:
+        parser.error('--img-prefix only goes with --ann-file')
 
 
 def list_images(images_dir: Optional[str] = None,
