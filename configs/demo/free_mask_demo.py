@@ -10,20 +10,13 @@
 #       --out work_dirs/demo/free_masks.json
 # Every choice below that differs from configs/free_mask/free_mask_r50_densecl.py (the paper) was
 # measured: docs/free_mask_demo.md, benchmarks/free_mask_demo_options.py.
-default_scope = 'mmdet'
-custom_imports = dict(imports=['freesolo_mmdet'], allow_failed_imports=False)
+_base_ = '../free_mask/free_mask_r50_densecl.py'
 
 pretrained = 'work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth'  # relative to the working directory
 
 model = dict(
-    type='FreeMaskGenerator',
-    data_preprocessor=dict(
-        type='DetDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],  # ImageNet, RGB
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_size_divisor=32),
     backbone=dict(
+        _delete_=True,
         type='MobileNetV2',
         # 5: output of block 6, stride 32, 160 channels. It gives far better masks here than the
         # final 1x1 conv (7, 1280 ch, ImageNet-class-specific) or stride 16 (4, 96 ch)
@@ -31,18 +24,9 @@ model = dict(
         frozen_stages=7,
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    feature_level=-1,
-    query_scales=(1.0, 0.5, 0.25),
     tau=0.4,  # paper: 0.5; 0.4 gives better masks on the demo's train split (with min_score 0.6)
-    nms_kernel='gaussian',
-    nms_sigma=2.0,
-    top_k=20,
-    mask_thr=0.5,
     sky_filter=None,  # paper: 0.2, a COCO heuristic (sky at the top); demo objects lie anywhere
-    width_filter=0.95,  # drops background-wide masks
-    min_score=0.6,  # paper: 0.7; maskness is lower at tau 0.4, 0.7 would leave almost nothing
-    emb_dim=128,
-    emb_mode='linear')
+    min_score=0.6)  # paper: 0.7; maskness is lower at tau 0.4, 0.7 would leave almost nothing
 
 test_pipeline = [
     dict(type='LoadImageFromFile', imdecode_backend='pillow', backend_args=None),
