@@ -103,6 +103,8 @@ def main() -> None:
 
     preprocessor_cfg = dict(freesolo_cfg.data_preprocessor)
     preprocessor_cfg.pop('type')
+    # the heads are timed on --batch images: no two-view doubling of the batch
+    preprocessor_cfg.pop('batch_augments', None)
     preprocessor = FreeSOLODataPreprocessor(**preprocessor_cfg).to(args.device)
     batch = preprocessor(make_batch(args.batch, args.size, args.num_objects, args.device), training=True)
     inputs, data_samples = batch['inputs'], batch['data_samples']

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.logging import MessageHub
 
 from freesolo_mmdet.models.losses.pairwise_affinity_loss import \
@@ -26,18 +27,22 @@ def np_sigmoid(x):
 
 
 def np_pairwise(logits, targets, sim, thr=0.3):
-    """Loop reference; neighbours outside the map contribute zero loss."""
+    """Loop reference; pairs with a neighbour outside the map do not count."""
     p = np_sigmoid(logits.astype(np.float64))
     n, h, w = p.shape
-    box = targets.max(2)[:, :, None] * targets.max(1)[:, None, :]
+    box = np.zeros_like(targets)
+    for i, target in enumerate(targets):  # filled bounding box
+        ys, xs = np.nonzero(target)
+        if len(ys):
+            box[i, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = 1
     loss_sum = weight_sum = 0.0
     for i in range(n):
         for k, (dy, dx) in enumerate(OFFSETS):
             for y in range(h):
                 for x in range(w):
                     weight = float(sim[i, k, y, x] >= thr) * box[i, y, x]
-                    weight_sum += weight
                     if 0 <= y + dy < h and 0 <= x + dx < w:
+                        weight_sum += weight
                         pi, pj = p[i, y, x], p[i, y + dy, x + dx]
                         loss_sum += -weight * np.log(pi * pj + (1 - pi) *
                                                      (1 - pj))
@@ -181,10 +186,10 @@ def test_pairwise_extreme_logits_are_finite():
         dilation=1, warmup_iters=0)(logits, torch.ones(1, 2, 2),
                                     torch.ones(1, 8, 2, 2))
     loss.backward()
-    # each pixel has 8 weighted pairs (32 in all) of which 2 are in-map and
-    # cross columns; each of those 8 costs -log(2 e^-100) = 100 - log 2.
+    # each pixel has 3 in-map neighbours (12 pairs in all), of which 2 cross
+    # columns; each of those 8 costs -log(2 e^-100) = 100 - log 2.
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
-    assert loss.item() == pytest.approx(8 * (100 - math.log(2)) / 32, rel=1e-5)
+    assert loss.item() == pytest.approx(8 * (100 - math.log(2)) / 12, rel=1e-5)
 
 
 def test_pairwise_warmup(message_hub_iter):
@@ -201,3 +206,55 @@ def test_pairwise_warmup(message_hub_iter):
         full.item(), rel=1e-6)
     message_hub_iter(None)  # outside a runner
     assert loss_fn(logits, targets, sim).item() == 0
+
+
+def full_map_pairwise(logits, targets, sim, thr=0.3):
+    """Whole-map reference with mmdet's unfold_wo_center, in float64."""
+    from mmdet.models.utils import unfold_wo_center
+    x = logits.double()[:, None]
+    log_fg, log_bg = F.logsigmoid(x), F.logsigmoid(-x)
+    log_same = torch.logaddexp(
+        log_fg + unfold_wo_center(log_fg, 3, 2)[:, 0],
+        log_bg + unfold_wo_center(log_bg, 3, 2)[:, 0])
+    in_map = unfold_wo_center(torch.ones_like(x), 3, 2)[:, 0]
+    box = torch.zeros_like(targets, dtype=torch.float64)
+    for i, target in enumerate(targets):
+        ys, xs = torch.nonzero(target, as_tuple=True)
+        if len(ys):
+            box[i, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = 1
+    weight = (sim >= thr).double() * box[:, None] * in_map
+    return -(log_same * weight).sum() / weight.sum().clamp(min=1)
+
+
+def test_pairwise_windows_match_whole_map_and_img_inds():
+    """Boxes of different sizes, at every edge, one empty target: the
+    windowed loss and its gradient equal the whole-map computation, and
+    per-image similarity with ``img_inds`` equals the per-instance copy."""
+    torch.manual_seed(0)
+    h, w = 23, 17
+    targets = torch.zeros(6, h, w)
+    targets[0, 0:5, 0:4] = 1  # top-left corner
+    targets[1, 15:23, 10:17] = 1  # bottom-right corner
+    targets[2, 8:12, 3:14] = 1
+    targets[3, 2, 9] = targets[3, 20, 1] = 1  # two pixels: box 2-20 x 1-9
+    targets[5, 0:23, 0:17] = 1  # whole map; target 4 is empty
+    image_sim = torch.rand(2, 8, h, w)
+    img_inds = torch.tensor([0, 1, 1, 0, 1, 0])
+    logits = (torch.randn(6, h, w) * 3).requires_grad_()
+    reference_logits = logits.detach().clone().requires_grad_()
+
+    loss = PairwiseAffinityLoss(warmup_iters=0)(logits, targets, image_sim,
+                                                img_inds)
+    loss.backward()
+    reference = full_map_pairwise(reference_logits, targets,
+                                  image_sim[img_inds])
+    reference.backward()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    torch.testing.assert_close(logits.grad, reference_logits.grad.float(),
+                               rtol=1e-4, atol=1e-7)
+    per_instance = PairwiseAffinityLoss(warmup_iters=0)(
+        logits.detach(), targets, image_sim[img_inds])
+    assert per_instance.item() == pytest.approx(loss.item(), rel=1e-6)
+    with pytest.raises(ValueError, match='img_inds'):
+        PairwiseAffinityLoss(warmup_iters=0)(logits, targets, image_sim,
+                                             img_inds[:5])

@@ -273,7 +273,9 @@ class FreeSOLOHead(SOLOV2Head):
             if self.loss_mask_pairwise is not None:
                 mask_losses['loss_pairwise'].append(
                     self.loss_mask_pairwise(
-                        logits, targets, batch_color_similarity[lvl_img_ids]))
+                        logits, targets, batch_color_similarity,
+                        img_inds=logits.new_tensor(lvl_img_ids,
+                                                   dtype=torch.long)))
         losses = {  # mean over levels with positives
             name: torch.stack(values).mean()
             if values else mask_feats.sum() * 0

@@ -1,12 +1,13 @@
 # Copyright (c) freesolo_mmdet contributors.
 """Pairwise affinity loss (BoxInst) as used by FreeSOLO on coarse masks."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import MessageHub
 from torch import Tensor
 
-from mmdet.models.utils import unfold_wo_center
 from mmdet.registry import MODELS
 
 __all__ = ['PairwiseAffinityLoss']
@@ -18,22 +19,25 @@ class PairwiseAffinityLoss(nn.Module):
 
     For every pixel i and each of its 8 neighbours j (3x3 window at dilation
     2, in the order of :func:`mmdet.models.utils.unfold_wo_center`) the loss
-    is ``-log(p_i p_j + (1 - p_i)(1 - p_j))``, computed in log space from
-    ``logsigmoid``. A pair counts with weight
-    ``(color_similarity >= color_threshold) * box(t)_i``, where ``box(t)`` is
-    the bounding box of the coarse mask ``t`` (outer product of its two
-    max-projections), evaluated at the centre pixel i and broadcast over the
-    8 neighbours. The result is the *global* weighted mean over all
-    instances, pixels and neighbours of the batch (sum of weighted losses /
-    sum of weights, the latter clamped at >= 1), times ``loss_weight`` and
-    the warm-up factor ``min(iter / warmup_iters, 1)``. ``iter`` is the
-    runner's iteration from mmengine's current ``MessageHub`` (info
-    ``'iter'``, set by ``RuntimeInfoHook``); it is 0 outside a runner, which
-    makes the loss 0 unless ``warmup_iters`` is 0.
+    is ``-log(p_i p_j + (1 - p_i)(1 - p_j))``, computed in log space as
+    ``softplus(x_i) + softplus(x_j) - softplus(x_i + x_j)`` of the logits x.
+    A pair counts with weight ``(color_similarity >= color_threshold) *
+    box(t)_i``, where ``box(t)`` is the filled bounding box of the coarse mask
+    ``t``, evaluated at the centre pixel
+    i and broadcast over the 8 neighbours. Pairs whose neighbour lies outside
+    the (H, W) map do not exist and carry no weight (the colour similarity of
+    ``FreeSOLODataPreprocessor`` is 0 there anyway). The result is the
+    *global* weighted mean over all instances, pixels and neighbours of the
+    batch (sum of weighted losses / sum of weights, the latter clamped at
+    >= 1), times ``loss_weight`` and the warm-up factor
+    ``min(iter / warmup_iters, 1)``. ``iter`` is the runner's iteration from
+    mmengine's current ``MessageHub`` (info ``'iter'``, set by
+    ``RuntimeInfoHook``); it is 0 outside a runner, which makes the loss 0
+    unless ``warmup_iters`` is 0.
 
-    Neighbours outside the (N, H, W) map contribute zero loss (their unfolded
-    log-probabilities are 0); the colour similarity computed by
-    ``FreeSOLODataPreprocessor`` is also 0 there, so they carry no weight.
+    Only centres inside a box carry weight, so the loss is computed on
+    per-instance windows of the largest box's size (plus the neighbourhood's
+    reach) instead of the whole map: its cost scales with the boxes' area.
 
     Args:
         loss_weight (float): Weight of the loss. Defaults to 1.0.
@@ -68,44 +72,91 @@ class PairwiseAffinityLoss(nn.Module):
         cur_iter = MessageHub.get_current_instance().get_info('iter', 0)
         return min(cur_iter / self.warmup_iters, 1.0)
 
-    def forward(self, mask_logits: Tensor, targets: Tensor,
-                color_similarity: Tensor) -> Tensor:
+    def forward(self,
+                mask_logits: Tensor,
+                targets: Tensor,
+                color_similarity: Tensor,
+                img_inds: Optional[Tensor] = None) -> Tensor:
         """Compute the loss.
 
         Args:
             mask_logits (Tensor): (N, H, W) mask logits.
             targets (Tensor): (N, H, W) binary coarse masks (float or bool).
             color_similarity (Tensor): (N, K*K-1, H, W) colour similarity of
-                each pixel to its neighbours, of the image of each instance.
+                each pixel to its neighbours, of the image of each instance;
+                or (B, K*K-1, H, W), one per image, when ``img_inds`` is given.
+            img_inds (Tensor, optional): (N,) index into ``color_similarity``
+                of each instance's image. Saves the (N, K*K-1, H, W) copy.
 
         Returns:
             Tensor: scalar loss; a graph-connected zero when N == 0.
         """
         num_neighbours = self.kernel_size**2 - 1
         n, h, w = mask_logits.shape
+        num_sims = n if img_inds is None else color_similarity.shape[0]
         if targets.shape != mask_logits.shape or \
-                color_similarity.shape != (n, num_neighbours, h, w):
+                color_similarity.shape != (num_sims, num_neighbours, h, w) or \
+                (img_inds is not None and img_inds.shape != (n, )):
             raise ValueError(
                 f'expected targets {(n, h, w)} and color_similarity '
-                f'{(n, num_neighbours, h, w)}, got {tuple(targets.shape)} '
-                f'and {tuple(color_similarity.shape)}')
-        if n == 0:
-            return mask_logits.sum() * 0
+                f'{(num_sims, num_neighbours, h, w)}'
+                f'{"" if img_inds is None else f" and img_inds {(n, )}"}, '
+                f'got {tuple(targets.shape)} and '
+                f'{tuple(color_similarity.shape)}'
+                f'{"" if img_inds is None else f" and {tuple(img_inds.shape)}"}')
+        zero = mask_logits.sum() * 0
+        rows, cols = targets.amax(dim=2) > 0, targets.amax(dim=1) > 0
+        has_box = rows.any(dim=1)
+        if not has_box.any():
+            return zero
+        if img_inds is None:
+            img_inds = torch.arange(n, device=mask_logits.device)
 
-        logits = mask_logits[:, None]  # (N, 1, H, W)
-        log_fg = F.logsigmoid(logits)
-        log_bg = F.logsigmoid(-logits)
-        neighbour_log_fg = unfold_wo_center(log_fg, self.kernel_size,
-                                            self.dilation)[:, 0]
-        neighbour_log_bg = unfold_wo_center(log_bg, self.kernel_size,
-                                            self.dilation)[:, 0]
-        # log(p_i p_j + (1 - p_i)(1 - p_j)): (N, K*K-1, H, W)
-        log_same = torch.logaddexp(log_fg + neighbour_log_fg,
-                                   log_bg + neighbour_log_bg)
+        # Only centres inside the box carry weight: work on windows of the
+        # size of the largest box, plus the neighbourhood's reach on each side.
+        y0, x0 = rows.int().argmax(dim=1), cols.int().argmax(dim=1)
+        y1 = h - 1 - rows.flip(1).int().argmax(dim=1)
+        x1 = w - 1 - cols.flip(1).int().argmax(dim=1)
+        win_h = int((y1 - y0 + 1)[has_box].max())
+        win_w = int((x1 - x0 + 1)[has_box].max())
+        reach = self.dilation * (self.kernel_size // 2)
+        ys = y0[:, None] - reach + torch.arange(
+            win_h + 2 * reach, device=y0.device)  # (N, win_h + 2 reach)
+        xs = x0[:, None] - reach + torch.arange(
+            win_w + 2 * reach, device=x0.device)  # (N, win_w + 2 reach)
+        in_map = ((ys >= 0) & (ys < h))[:, :, None] & \
+            ((xs >= 0) & (xs < w))[:, None, :]
+        centre = (slice(None), slice(reach, reach + win_h),
+                  slice(reach, reach + win_w))
+        # unclamped coordinates: window cells past the map's edge must not
+        # repeat its last row or column
+        in_box = (ys[:, reach:reach + win_h, None] <= y1[:, None, None]) & \
+            (xs[:, None, reach:reach + win_w] <= x1[:, None, None]) & \
+            has_box[:, None, None]
+        ys, xs = ys.clamp(0, h - 1)[:, :, None], xs.clamp(0, w - 1)[:, None]
+        patch = mask_logits[torch.arange(n, device=ys.device)[:, None, None],
+                            ys, xs]
+        softplus_patch = F.softplus(patch)
+        centre_ys, centre_xs = ys[:, reach:reach + win_h], \
+            xs[:, :, reach:reach + win_w]
+        similar = color_similarity >= self.color_threshold  # (N|B, 8, H, W)
+        # (N, win_h, win_w, 8)
+        similar = similar[img_inds[:, None, None], :, centre_ys, centre_xs]
 
-        targets = targets.to(mask_logits.dtype)
-        box = targets.amax(dim=2)[:, :, None] * targets.amax(dim=1)[:, None]
-        weight = (color_similarity >= self.color_threshold).to(
-            mask_logits.dtype) * box[:, None]
-        loss = -(log_same * weight).sum() / weight.sum().clamp(min=1.0)
+        # -log(p_i p_j + (1 - p_i)(1 - p_j))
+        #   = softplus(x_i) + softplus(x_j) - softplus(x_i + x_j)
+        offsets = [(dy, dx)
+                   for dy in range(-reach, reach + 1, self.dilation)
+                   for dx in range(-reach, reach + 1, self.dilation)
+                   if dy or dx]  # unfold_wo_center's order
+        loss_sum, weight_sum = zero, 0
+        for k, (dy, dx) in enumerate(offsets):
+            neighbour = (slice(None), slice(reach + dy, reach + dy + win_h),
+                         slice(reach + dx, reach + dx + win_w))
+            pair_loss = softplus_patch[centre] + softplus_patch[neighbour] - \
+                F.softplus(patch[centre] + patch[neighbour])
+            weight = similar[..., k] & in_box & in_map[neighbour]
+            loss_sum = loss_sum + (pair_loss * weight).sum()
+            weight_sum = weight_sum + weight.sum()
+        loss = loss_sum / weight_sum.clamp(min=1).to(mask_logits.dtype)
         return loss * self.loss_weight * self.warmup_factor
