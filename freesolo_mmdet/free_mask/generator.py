@@ -231,13 +231,14 @@ class FreeMaskGenerator(BaseModel):
         """(n, ) bool: non-empty masks that pass the switched-on filters."""
         masks = results.masks
         height, width = masks.shape[-2:]
-        area = masks.flatten(1).sum(1)
+        row_counts = masks.sum(2)  # (n, H): one pass over the full-resolution masks
+        area = row_counts.sum(1)
         keep = area > 0
         if self.min_score is not None:
             keep &= results.scores >= self.min_score
         if self.sky_filter is not None:
             rows = torch.arange(height, device=masks.device, dtype=torch.float)
-            mean_row = (masks.sum(2).float() * rows).sum(1) / area.clamp(min=1)
+            mean_row = (row_counts.float() * rows).sum(1) / area.clamp(min=1)
             keep &= mean_row >= self.sky_filter * height
         if self.width_filter is not None:
             cols = masks.any(1)
