@@ -1,0 +1,171 @@
+"""MaskContrast: a dense pixel-embedding network trained by contrasting object mask proposals."""
+import copy
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmengine.model import BaseModule
+
+from .loss import labels_to_masks, mask_prototypes
+from .memory_bank import PrototypeMemoryBank
+
+__all__ = ['MaskContrast', 'resize_labels']
+
+
+def resize_labels(labels: torch.Tensor, size: Tuple[int, int], num_masks: int) -> torch.Tensor:
+    """(B, H, W) label maps -> (B, h, w) by area vote: each output pixel takes the label covering
+    most of its footprint (0 = none included), so small proposals survive better than nearest."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    onehot = F.one_hot(labels.clamp(max=num_masks), num_masks + 1).permute(0, 3, 1, 2).float()
+    return F.adaptive_avg_pool2d(onehot, size).argmax(1)
+
+
+@MODELS.register_module()
+class MaskContrast(BaseModule):
+    """Backbone + neck + :class:`MaskContrastHead`, with an optional momentum key encoder.
+
+    Training step (:meth:`loss`): the query network embeds view 1, the key network (an EMA copy
+    with ``momentum``, or the query network without gradient when ``momentum`` is None) embeds
+    view 2; view 2's proposal prototypes are the positives/negatives of view 1's proposal pixels,
+    plus a memory bank of earlier prototypes. A BCE loss makes the linear mask head predict the
+    union of the proposals (the paper's guard against collapse).
+
+    Args:
+        backbone (dict): mmdet backbone config.
+        neck (dict): mmdet neck config (e.g. ``FPN``).
+        head (dict): :class:`MaskContrastHead` config.
+        loss_contrast (dict): :class:`MaskContrastLoss` config.
+        loss_mask (dict): BCE config for the mask head (mmdet ``CrossEntropyLoss`` with sigmoid).
+        momentum (float, optional): EMA momentum of the key encoder; None: no key encoder.
+        memory_size (int): Prototypes kept as extra negatives (paper: 128).
+        loss_stride (int): Losses are computed at input / ``loss_stride`` (embeddings upsampled
+            bilinearly and renormalised, proposals area-voted down).
+        max_masks (int): Proposals per image used in a step.
+        symmetric (bool): Also use view 2 as query and view 1 as key.
+        mean, std (sequence): RGB normalisation of the [0, 255] input.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: Optional[dict],
+                 head: dict,
+                 loss_contrast: dict = dict(type='MaskContrastLoss', temperature=0.5),
+                 loss_mask: dict = dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
+                 momentum: Optional[float] = 0.99,
+                 memory_size: int = 128,
+                 loss_stride: int = 4,
+                 max_masks: int = 20,
+                 symmetric: bool = False,
+                 mean: Sequence[float] = (123.675, 116.28, 103.53),
+                 std: Sequence[float] = (58.395, 57.12, 57.375),
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.backbone = MODELS.build(backbone)
+        self.neck = MODELS.build(neck) if neck is not None else None
+        self.head = MODELS.build(head)
+        self.loss_contrast = MODELS.build(loss_contrast)
+        self.loss_mask = MODELS.build(loss_mask)
+        self.momentum, self.loss_stride, self.max_masks, self.symmetric = momentum, loss_stride, max_masks, symmetric
+        self.memory = PrototypeMemoryBank(memory_size, self.head.embed_dims)
+        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.key_encoder: Optional[nn.ModuleDict] = None
+
+    # ------------------------------------------------------------------ encoders
+    def encoder_modules(self) -> nn.ModuleDict:
+        """The query encoder's parts, in the layout of the key encoder."""
+        parts = dict(backbone=self.backbone, head=self.head)
+        if self.neck is not None:
+            parts['neck'] = self.neck
+        return nn.ModuleDict(parts)
+
+    def init_key_encoder(self) -> None:
+        """Copy the (initialised) query encoder into a frozen EMA key encoder."""
+        if self.momentum is None:
+            return
+        # a submodule (saved under `key_encoder.`), without gradients: call this after
+        # init_weights() and after building the optimizer (or let the first loss() call it)
+        self.key_encoder = copy.deepcopy(self.encoder_modules())
+        for p in self.key_encoder.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """key = m * key + (1 - m) * query (parameters; buffers copied)."""
+        if self.key_encoder is None:
+            return
+        query = self.encoder_modules()
+        for pk, pq in zip(self.key_encoder.parameters(), query.parameters()):
+            pk.mul_(self.momentum).add_(pq.detach(), alpha=1 - self.momentum)
+        for bk, bq in zip(self.key_encoder.buffers(), query.buffers()):
+            bk.copy_(bq)
+
+    def _embed_with(self, parts, img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = (img - self.mean) / self.std
+        feats = parts['backbone'](x)
+        if 'neck' in parts:
+            feats = parts['neck'](feats)
+        return parts['head'](feats)
+
+    def embed(self, img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) RGB in [0, 255] -> unit embeddings (B, D, h, w) and mask logits (B, 1, h, w)
+        at the head's stride (8 with an FPN from stride 8)."""
+        return self._embed_with(self.encoder_modules(), img)
+
+    def backbone_features(self, img: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The raw backbone levels, (B, C_l, H_l, W_l) each (for the "before training" baselines)."""
+        return tuple(self.backbone((img - self.mean) / self.std))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """Unit pixel embeddings (B, D, h, w) of (B, 3, H, W) images."""
+        return self.embed(img)[0]
+
+    # ------------------------------------------------------------------ training
+    def _upsampled(self, emb: torch.Tensor, logits: torch.Tensor, size) -> Tuple[torch.Tensor, torch.Tensor]:
+        if tuple(emb.shape[-2:]) != tuple(size):
+            emb = F.normalize(F.interpolate(emb, size, mode='bilinear', align_corners=False), dim=1)
+            logits = F.interpolate(logits, size, mode='bilinear', align_corners=False)
+        return emb, logits
+
+    def _one_direction(self, img_q, labels_q, img_k, labels_k) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        size = (img_q.shape[-2] // self.loss_stride, img_q.shape[-1] // self.loss_stride)
+        num_masks = self.max_masks
+        # proposals beyond max_masks are dropped (they count as "no proposal")
+        labels_q = resize_labels(labels_q * (labels_q <= num_masks), size, num_masks)
+        labels_k = resize_labels(labels_k * (labels_k <= num_masks), size, num_masks)
+        used = max(int(labels_q.max()), int(labels_k.max()), 1)
+        masks_q, masks_k = labels_to_masks(labels_q, used), labels_to_masks(labels_k, used)
+
+        emb_q, logits_q = self._upsampled(*self.embed(img_q), size)
+        with torch.no_grad():
+            parts = self.key_encoder if self.key_encoder is not None else self.encoder_modules()
+            emb_k, _ = self._upsampled(*self._embed_with(parts, img_k), size)
+            protos_k, valid_k = mask_prototypes(emb_k, masks_k)
+        loss_contrast = self.loss_contrast(emb_q, masks_q, protos_k, valid_k, self.memory.negatives())
+        target = (labels_q > 0).float().unsqueeze(1)
+        loss_mask = self.loss_mask(logits_q.flatten(), target.flatten())
+        return dict(loss_contrast=loss_contrast, loss_mask=loss_mask), protos_k[valid_k]
+
+    def loss(self, img1: torch.Tensor, label1: torch.Tensor, img2: torch.Tensor,
+             label2: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Losses of one batch of two views.
+
+        Args:
+            img1, img2 (Tensor): (B, 3, S, S) float RGB views in [0, 255].
+            label1, label2 (Tensor): (B, S, S) long proposal maps (0 = none; the same k in both).
+
+        Returns:
+            dict: ``loss_contrast`` and ``loss_mask`` (scalars); the memory bank is updated.
+        """
+        if self.momentum is not None and self.key_encoder is None:
+            self.init_key_encoder()
+        losses, new_protos = self._one_direction(img1, label1, img2, label2)
+        if self.symmetric:
+            losses2, protos2 = self._one_direction(img2, label2, img1, label1)
+            losses = {k: (v + losses2[k]) / 2 for k, v in losses.items()}
+            new_protos = torch.cat([new_protos, protos2])
+        self.memory.enqueue(new_protos)
+        return losses
