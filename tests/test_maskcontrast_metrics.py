@@ -71,3 +71,31 @@ def test_kmeans_miou_perfect_on_separable_features():
     feats = [torch.nn.functional.one_hot(lab, 3).permute(2, 0, 1).half() for lab in labels]
     res = kmeans_miou(feats, labels, num_classes=3, num_samples=32, seeds=(0, 1), iters=20, n_init=2)
     assert res['miou'] == pytest.approx(1.0) and res['miou_std'] == pytest.approx(0.0)
+
+
+def test_kmeans_segmentation_maps_clusters_through_the_hungarian_mapping():
+    from projects.maskcontrast.maskcontrast import kmeans_segmentation
+    # 2x2 features: left column along +x, right column along +y
+    feat = torch.tensor([[[1., 0.], [1., 0.]], [[0., 1.], [0., 1.]]])
+    centers = torch.tensor([[0., 1.], [1., 0.], [-1., 0.]])  # cluster 0 = +y, 1 = +x, 2 = unused
+    mapping = np.array([3, 1, -1])
+    seg = kmeans_segmentation(feat, (2, 2), centers, mapping)
+    assert seg.tolist() == [[1, 3], [1, 3]]
+    seg = kmeans_segmentation(feat, (4, 4), centers, mapping)  # upsampled to the label size
+    assert seg.shape == (4, 4) and seg[:, 0].tolist() == [1] * 4 and seg[:, 3].tolist() == [3] * 4
+
+
+def test_segmentation_panel_layout_and_colours():
+    from projects.maskcontrast.maskcontrast import class_palette, segmentation_panel
+    image = np.full((10, 12, 3), 100, np.uint8)
+    gt = np.zeros((10, 12), np.int64)
+    gt[:, 6:] = 2
+    pred = np.full((10, 12), -1)  # no class: black
+    panel = segmentation_panel(image, gt, {'pred': pred}, ['background', 'a', 'b'], alpha=0.5)
+    assert panel.shape == (22 + 10 + 22, 3 * 12, 3)
+    palette = class_palette(3)
+    assert len({tuple(c) for c in palette}) == 4
+    tile_gt = panel[22:32, 12:24]
+    assert (tile_gt[:, 6:] == (0.5 * palette[2] + 50).astype(np.uint8)).all()
+    assert (tile_gt[:, :6] == (0.5 * palette[0] + 50).astype(np.uint8)).all()
+    assert (panel[22:32, 24:36] == 50).all()  # black blended half over grey 100

@@ -86,7 +86,11 @@ def test_train_then_evaluate(tmp_path):
     evaluate = load_tool('evaluate')
     out = tmp_path / 'eval.json'
     res = evaluate.main([str(cfg_path), '--checkpoint', str(work / 'latest.pth'), '--sources', 'model',
-                         'backbone.cat', '--out', str(out)])
+                         'backbone.cat', '--out', str(out), '--show-dir', str(tmp_path / 'show'), '--show-num', '2'])
+    # image | ground truth | model K-means | backbone.cat K-means, titles above, legend below
+    for name in ('0.png', '1.png'):
+        assert cv2.imread(str(tmp_path / 'show' / name)).shape == (22 + 64 + 22, 4 * 64, 3)
+    assert cv2.imread(str(tmp_path / 'show' / 'overview.jpg')).shape == (2 * (22 + 64 + 22), 4 * 64, 3)
     assert json.load(open(out))['classes'] == ['background', 'coin', 'cup']
     for source in ('model', 'backbone.cat'):
         km, probe = res['sources'][source]['kmeans'], res['sources'][source]['probe']

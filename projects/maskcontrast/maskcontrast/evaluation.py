@@ -14,7 +14,10 @@ from mmengine.utils import ProgressBar
 from .kmeans import kmeans, kmeans_assign
 from .metrics import confusion_matrix, hungarian_miou, iou_from_confusion
 
-__all__ = ['feature_extractor', 'extract_features', 'upsampled_pixels', 'kmeans_miou', 'linear_probe_miou']
+__all__ = [
+    'feature_extractor', 'extract_features', 'upsampled_pixels', 'kmeans_miou', 'kmeans_segmentation',
+    'linear_probe_miou'
+]
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -82,7 +85,8 @@ def kmeans_miou(feats: Sequence[torch.Tensor],
                 seeds: Sequence[int] = (0, 1, 2, 3, 4),
                 iters: int = 100,
                 n_init: int = 3,
-                ignore_index: int = 255) -> Dict[str, object]:
+                ignore_index: int = 255,
+                return_fit: bool = False) -> Dict[str, object]:
     """K-means over pixel embeddings, Hungarian matching to the classes, mIoU.
 
     For each seed: fit K-means on ``num_samples`` pixels drawn uniformly from all images, assign
@@ -91,7 +95,8 @@ def kmeans_miou(feats: Sequence[torch.Tensor],
 
     Returns:
         dict: ``miou`` (mean over seeds), ``miou_std``, ``per_seed``, ``ious`` (per class, mean over
-        seeds) and ``pixel_acc`` (mean).
+        seeds) and ``pixel_acc`` (mean); with ``return_fit`` also ``fit``: the first seed's
+        ``centers`` (K, C) and cluster -> class ``mapping`` (K, ), for :func:`kmeans_segmentation`.
     """
     k = num_clusters or num_classes
     sizes = [tuple(lab.shape) for lab in labels]
@@ -118,9 +123,20 @@ def kmeans_miou(feats: Sequence[torch.Tensor],
             confs[s] += confusion_matrix(pred, lab, k, num_classes, ignore_index)
     results = [hungarian_miou(conf) for conf in confs]
     mious = np.array([r['miou'] for r in results])
-    return dict(miou=float(mious.mean()), miou_std=float(mious.std()), per_seed=mious.tolist(),
-                ious=np.nanmean(np.stack([r['ious'] for r in results]), 0).tolist(),
-                pixel_acc=float(np.mean([r['pixel_acc'] for r in results])))
+    summary = dict(miou=float(mious.mean()), miou_std=float(mious.std()), per_seed=mious.tolist(),
+                   ious=np.nanmean(np.stack([r['ious'] for r in results]), 0).tolist(),
+                   pixel_acc=float(np.mean([r['pixel_acc'] for r in results])))
+    if return_fit:
+        summary['fit'] = dict(centers=centers[0], mapping=results[0]['mapping'])
+    return summary
+
+
+def kmeans_segmentation(feat: torch.Tensor, size: Tuple[int, int], centers: torch.Tensor,
+                        mapping: np.ndarray) -> torch.Tensor:
+    """(C, h, w) features -> (H, W) long class map at ``size``: nearest of the (K, C) ``centers``,
+    then the Hungarian cluster -> class ``mapping`` (K, ); unmatched clusters give -1."""
+    clusters, _ = kmeans_assign(upsampled_pixels(feat, size), centers)
+    return torch.as_tensor(mapping, dtype=torch.long)[clusters].view(size)
 
 
 def linear_probe_miou(train_feats: Sequence[torch.Tensor],
