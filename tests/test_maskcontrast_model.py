@@ -52,12 +52,14 @@ def test_model_forward_shapes_unit_norm_and_training_step():
     assert model.key_encoder is not None and int(model.memory.count) == 4  # 2 images x 2 masks
     sum(losses.values()).backward()
     assert model.head.embed.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in model.key_encoder.parameters())
-    before = model.key_encoder['head'].embed.weight.clone()
-    with torch.no_grad():
-        model.head.embed.weight.add_(1.0)
-    model.momentum_update()
-    assert torch.allclose(model.key_encoder['head'].embed.weight, before + 0.1, atol=1e-6)
+    assert all(p.grad is None and not p.requires_grad for p in model.key_encoder.parameters())
+    key_weight = model.key_encoder.module['head'].embed.weight
+    for _ in range(2):  # from the first update on: key = 0.9 key + 0.1 query
+        before = key_weight.clone()
+        with torch.no_grad():
+            model.head.embed.weight.copy_(before + 1.0)
+        model.momentum_update()
+        assert torch.allclose(key_weight, before + 0.1, atol=1e-6)
 
 
 def test_resize_labels_area_vote():

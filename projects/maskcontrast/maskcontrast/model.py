@@ -1,12 +1,11 @@
 """MaskContrast: a dense pixel-embedding network trained by contrasting object mask proposals."""
-import copy
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.registry import MODELS
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, ExponentialMovingAverage
 
 from .loss import labels_to_masks, mask_prototypes
 from .memory_bank import PrototypeMemoryBank
@@ -72,7 +71,7 @@ class MaskContrast(BaseModule):
         self.memory = PrototypeMemoryBank(memory_size, self.head.embed_dims)
         self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.key_encoder: Optional[nn.ModuleDict] = None
+        self.key_encoder: Optional[ExponentialMovingAverage] = None
 
     # ------------------------------------------------------------------ encoders
     def encoder_modules(self) -> nn.ModuleDict:
@@ -83,25 +82,22 @@ class MaskContrast(BaseModule):
         return nn.ModuleDict(parts)
 
     def init_key_encoder(self) -> None:
-        """Copy the (initialised) query encoder into a frozen EMA key encoder."""
+        """Wrap a frozen copy of the (initialised) query encoder in mmengine's
+        :class:`ExponentialMovingAverage` (saved under ``key_encoder.module.``). Call this after
+        ``init_weights()`` and after building the optimizer (or let the first ``loss()`` call it)."""
         if self.momentum is None:
             return
-        # a submodule (saved under `key_encoder.`), without gradients: call this after
-        # init_weights() and after building the optimizer (or let the first loss() call it)
-        self.key_encoder = copy.deepcopy(self.encoder_modules())
-        for p in self.key_encoder.parameters():
-            p.requires_grad_(False)
+        # mmengine's momentum weighs the *new* value: key = momentum * key + (1 - momentum) * query
+        self.key_encoder = ExponentialMovingAverage(self.encoder_modules(), momentum=1 - self.momentum)
+        # MoCo: the key starts as a copy of the query and is averaged from the first update on
+        # (mmengine would copy the query again at its step 0)
+        self.key_encoder.steps.fill_(1)
 
     @torch.no_grad()
     def momentum_update(self) -> None:
-        """key = m * key + (1 - m) * query (parameters; buffers copied)."""
-        if self.key_encoder is None:
-            return
-        query = self.encoder_modules()
-        for pk, pq in zip(self.key_encoder.parameters(), query.parameters()):
-            pk.mul_(self.momentum).add_(pq.detach(), alpha=1 - self.momentum)
-        for bk, bq in zip(self.key_encoder.buffers(), query.buffers()):
-            bk.copy_(bq)
+        """key = m * key + (1 - m) * query on parameters; buffers copied."""
+        if self.key_encoder is not None:
+            self.key_encoder.update_parameters(self.encoder_modules())
 
     def _embed_with(self, parts, img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x = (img - self.mean) / self.std
@@ -141,7 +137,7 @@ class MaskContrast(BaseModule):
 
         emb_q, logits_q = self._upsampled(*self.embed(img_q), size)
         with torch.no_grad():
-            parts = self.key_encoder if self.key_encoder is not None else self.encoder_modules()
+            parts = self.key_encoder.module if self.key_encoder is not None else self.encoder_modules()
             emb_k, _ = self._upsampled(*self._embed_with(parts, img_k), size)
             protos_k, valid_k = mask_prototypes(emb_k, masks_k)
         loss_contrast = self.loss_contrast(emb_q, masks_q, protos_k, valid_k, self.memory.negatives())
