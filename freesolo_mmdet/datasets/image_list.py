@@ -16,17 +16,15 @@ from torch.utils.data import Dataset
 from mmdet.registry import MODELS
 
 __all__ = [
-    'IMG_EXTENSIONS', 'add_image_source_arguments', 'check_image_source_arguments', 'list_images',
-    'ImagePipelineDataset', 'build_inference_model'
+    'add_image_source_arguments', 'check_image_source_arguments', 'list_images', 'ImagePipelineDataset',
+    'build_inference_model'
 ]
-
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def add_image_source_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line options of :func:`list_images`: ``--images DIR | --ann-file J --img-prefix DIR``."""
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--images', help='folder of images, searched recursively')
+    source.add_argument('--images', help='folder of images, searched recursively (every file: read, or reported)')
     source.add_argument('--ann-file', help='COCO json whose "images" are processed (ids and file names kept)')
     parser.add_argument('--img-prefix', help='folder that the file_names of --ann-file are relative to')
 
@@ -39,20 +37,56 @@ def check_image_source_arguments(parser: argparse.ArgumentParser, args: argparse
         parser.error('--img-prefix only goes with --ann-file')
 
 
+def _walk_files(images_dir: str) -> List[str]:
+    """Relative ``/``-separated paths of the files under ``images_dir`` (see :func:`list_images`)."""
+    seen_dirs = set()
+    names = []
+
+    def raise_error(error: OSError) -> None:
+        raise OSError(f'--images: cannot list folder {error.filename}: {error.strerror or error}') from error
+
+    for root, dirs, files in os.walk(images_dir, onerror=raise_error, followlinks=True):
+        real = osp.realpath(root)
+        if real in seen_dirs:  # reached again through a link (or a loop): walked once already
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        # depth first, names sorted as the paths they start ('a-b/' < 'a/'): folders come in sorted
+        # order of their paths, so a folder reached by two paths is walked under the one that sorts first
+        dirs.sort(key=lambda name: name + '/')
+        for name in files:
+            path = osp.join(root, name)
+            if osp.isfile(path) or not osp.exists(path):  # skips FIFOs, sockets, devices; keeps dead links
+                names.append(osp.relpath(path, images_dir).replace(os.sep, '/'))
+    return sorted(names)
+
+
 def list_images(images_dir: Optional[str] = None,
                 ann_file: Optional[str] = None,
                 img_prefix: Optional[str] = None) -> List[dict]:
-    """``[dict(id, file_name, path)]`` of a folder (searched recursively, links followed, sorted,
-    ids 1..N) or of the ``images`` of a COCO json (ids kept, paths under ``img_prefix``)."""
+    """``[dict(id, file_name, path)]`` of the files of a folder or of the ``images`` of a COCO json.
+
+    A folder (``images_dir``) is searched recursively and **every** file in it is listed, whatever its
+    name or extension, hidden files (``.name``) and files in hidden folders included: each is then either
+    read or, when it is not an image (``notes.txt``, ``.DS_Store``), reported with its reason by
+    :class:`ImagePipelineDataset`, never skipped in silence. Links are followed, but each folder (by its
+    real path) is walked once, under the path that comes first in the sorted walk (a folder before its
+    subfolders): a loop such as ``loop -> .`` or two links to one folder list its files once. A link to a
+    file is listed under its own name (even when another name points to the same file); a dead link is
+    listed (and reported as unreadable). FIFOs, sockets and devices are not listed (reading them would
+    block). ``file_name`` is the ``/``-separated path relative to ``images_dir``; images are sorted by it
+    and numbered 1..N. A folder that cannot be listed raises ``OSError``; one without any file
+    ``FileNotFoundError``.
+
+    With ``ann_file``, the ``images`` of that COCO json are returned in its order, ids kept, ``path``
+    under ``img_prefix``.
+    """
     if images_dir is not None:
         if not osp.isdir(images_dir):
             raise FileNotFoundError(f'--images: no such folder: {images_dir}')
-        names = sorted(
-            osp.relpath(osp.join(root, name), images_dir).replace(os.sep, '/')
-            for root, _, files in os.walk(images_dir, followlinks=True) for name in files
-            if name.lower().endswith(IMG_EXTENSIONS))
+        names = _walk_files(images_dir)
         if not names:
-            raise FileNotFoundError(f'--images: no {"/".join(IMG_EXTENSIONS)} files in {images_dir}')
+            raise FileNotFoundError(f'--images: no file in {images_dir} (searched recursively)')
         return [dict(id=i, file_name=name, path=osp.join(images_dir, name)) for i, name in enumerate(names, 1)]
     if not osp.isfile(ann_file):
         raise FileNotFoundError(f'--ann-file: no such file: {ann_file}')
@@ -74,7 +108,7 @@ class ImagePipelineDataset(Dataset):
 
     Args:
         images (Sequence[dict]): ``id``, ``file_name`` and ``path`` of each image.
-        pipeline (list[dict]): test pipeline, from ``LoadImageFromFile`` to ``PackDetInputs``.
+        pipeline (list[dict]): test pipeline, from ``LoadAnyImageFromFile`` to ``PackDetInputs``.
     """
 
     def __init__(self, images: Sequence[dict], pipeline: list) -> None:
