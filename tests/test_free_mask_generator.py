@@ -93,7 +93,7 @@ def test_matrix_nms_decays_duplicates():
 
 def test_filters_each_switchable():
     masks = torch.zeros(5, 10, 20, dtype=torch.bool)
-    masks[0, 0:2, 5:9] = True  # sky: mean row 0.5 < 0.2 * 10
+    masks[0, 0:2, 5:9] = True  # sky: mean occupied row 0.5 <= 0.2 * 10
     masks[1, 5:7, :] = True  # full width: 20 >= 0.95 * 20
     masks[2, 5:8, 3:7] = True  # low score
     masks[3, 5:8, 10:15] = True  # passes everything
@@ -107,6 +107,48 @@ def test_filters_each_switchable():
     assert keep(width_filter=0.95) == [True, False, True, True, False]
     assert keep(min_score=0.7) == [True, True, False, True, False]
     assert FreeMaskGenerator().filter_masks(results).tolist() == [False, False, False, True, False]
+
+
+def test_sky_filter_is_the_strict_mean_of_the_occupied_rows():
+    """Spec 1.9: the mean of the indices of the rows a mask occupies, each once, must exceed sky_filter * H."""
+    masks = torch.zeros(4, 12, 10, dtype=torch.bool)  # threshold 0.25 * 12 = 3 (exact in binary)
+    masks[0, [0, 1, 2], 0] = True
+    masks[0, 8] = True  # occupied rows 0, 1, 2, 8: mean 2.75, dropped (pixel centroid 83 / 13 = 6.4)
+    masks[1, 0:2] = True
+    masks[1, 11, 0] = True  # occupied rows 0, 1, 11: mean 4, kept (pixel centroid 21 / 21 = 1)
+    masks[2, 2:5, 3:6] = True  # occupied rows 2, 3, 4: mean exactly 3, dropped (not strictly greater)
+    masks[3, [2, 3, 5], 4] = True  # occupied rows 2, 3, 5: mean 3.33, kept
+    results = InstanceData(masks=masks, scores=torch.ones(4))
+    assert FreeMaskGenerator(**{**NO_FILTERS, 'sky_filter': 0.25}).filter_masks(results).tolist() == [
+        False, True, False, True]
+    # the same decisions where the masks are made (upsample_and_filter): identity resize, thresholded at 0.5
+    generator = FreeMaskGenerator(**{**NO_FILTERS, 'sky_filter': 0.25})
+    keep, kept = generator.upsample_and_filter(masks.float(), torch.ones(4), (12, 10))
+    assert keep.tolist() == [False, True, False, True] and torch.equal(kept, masks[[1, 3]])
+
+
+@pytest.mark.parametrize('filters', [NO_FILTERS, dict(sky_filter=0.3, width_filter=0.8, min_score=0.5)])
+def test_upsample_and_filter_equals_resizing_all_masks_at_once(filters):
+    """Mask by mask into one buffer, failing masks overwritten: bit-for-bit the masks of one batched resize."""
+    torch.manual_seed(0)
+    soft = torch.rand(12, 7, 9) * 0.4  # noise below mask_thr, plus a random rectangle above it
+    for mask, (top, left), (height, width) in zip(soft, torch.randint(0, 5, (12, 2)), torch.randint(1, 7, (12, 2))):
+        mask[top:top + height, left:left + width] += 0.5
+    soft[3] = 0  # empty at full resolution
+    scores = torch.rand(12)
+    generator = FreeMaskGenerator(**filters)
+    for ori_shape, fraction in (((70, 90), (1.0, 1.0)), ((61, 83), (61 / 70, 83 / 90))):
+        size = (math.ceil(ori_shape[0] / fraction[0] - 1e-6), math.ceil(ori_shape[1] / fraction[1] - 1e-6))
+        resized = nn.functional.interpolate(soft[None], size=size, mode='bilinear')[0]
+        resized = resized[:, :ori_shape[0], :ori_shape[1]]
+        reference = InstanceData(masks=resized >= 0.5, scores=scores)
+        expected_keep = generator.filter_masks(reference)
+        keep, masks = generator.upsample_and_filter(soft, scores, ori_shape, fraction)
+        assert torch.equal(keep, expected_keep) and torch.equal(masks, reference.masks[expected_keep])
+        assert len(masks) == 11 if filters is NO_FILTERS else 0 < len(masks) < 11
+        assert not keep[3] and keep[4:].any()  # a failed mask's slot is reused
+    keep, masks = generator.upsample_and_filter(soft[:0], scores[:0], (20, 30))
+    assert keep.shape == (0, ) and masks.shape == (0, 20, 30)
 
 
 def test_embedding_reduction_along_channels():

@@ -26,15 +26,26 @@ def np_sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-def np_pairwise(logits, targets, sim, thr=0.3):
-    """Loop reference; pairs with a neighbour outside the map do not count."""
+def np_box(targets, box_mode):
+    """(N, H, W) box weights of binary targets: the outer product of the
+    max-projections, or the filled bounding box."""
+    box = np.zeros(targets.shape, np.float64)
+    for i, target in enumerate(targets):
+        ys, xs = np.nonzero(target)
+        if box_mode == 'projection':
+            box[i] = np.outer(target.max(axis=1) > 0, target.max(axis=0) > 0)
+        elif len(ys):
+            box[i, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = 1
+    return box
+
+
+def np_pairwise(logits, targets, sim, thr=0.3, box_mode='projection',
+                box=None):
+    """Loop reference; pairs with a neighbour outside the map do not count.
+    ``box`` (N, H, W) overrides the box weights made from the targets."""
     p = np_sigmoid(logits.astype(np.float64))
     n, h, w = p.shape
-    box = np.zeros_like(targets)
-    for i, target in enumerate(targets):  # filled bounding box
-        ys, xs = np.nonzero(target)
-        if len(ys):
-            box[i, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = 1
+    box = np_box(targets, box_mode) if box is None else box
     loss_sum = weight_sum = 0.0
     for i in range(n):
         for k, (dy, dx) in enumerate(OFFSETS):
@@ -141,19 +152,59 @@ def test_pairwise_hand_value():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_pairwise_against_numpy():
+@pytest.mark.parametrize('box_mode', ['projection', 'filled'])
+def test_pairwise_against_numpy(box_mode):
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(2, 5, 6)).astype(np.float32) * 2
     targets = np.zeros((2, 5, 6), np.float32)
     targets[0, 1:4, 2:5] = 1
-    targets[1, 0, 0] = targets[1, 3, 4] = 1  # box rows 0-3, cols 0-4
+    # filled box rows 0-3, cols 0-4; projection box rows {0, 3} x cols {0, 4}
+    targets[1, 0, 0] = targets[1, 3, 4] = 1
     sim = rng.random((2, 8, 5, 6)).astype(np.float32)
     loss = PairwiseAffinityLoss(
-        loss_weight=2.0, warmup_iters=0)(torch.from_numpy(logits),
-                                         torch.from_numpy(targets),
-                                         torch.from_numpy(sim))
-    expected = 2.0 * np_pairwise(logits, targets, sim)
+        loss_weight=2.0, warmup_iters=0,
+        box_mode=box_mode)(torch.from_numpy(logits),
+                           torch.from_numpy(targets), torch.from_numpy(sim))
+    expected = 2.0 * np_pairwise(logits, targets, sim, box_mode=box_mode)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_pairwise_box_of_a_two_blob_mask():
+    """Two diagonal blobs: the projection box (default, spec section 2) is
+    four blocks, the rows {1, 2, 6} x the columns {0, 1, 5, 6}; the filled box
+    is rows 1-6 x columns 0-6. Each is checked against a weight built by
+    hand."""
+    h, w = 8, 9
+    target = np.zeros((1, h, w), np.float32)
+    target[0, 1:3, 0:2] = 1  # blob 1: rows 1-2, columns 0-1
+    target[0, 6, 5:7] = 1  # blob 2: row 6, columns 5-6
+    projection = np.zeros((1, h, w))
+    for y in (1, 2, 6):
+        for x in (0, 1, 5, 6):
+            projection[0, y, x] = 1
+    filled = np.zeros((1, h, w))
+    filled[0, 1:7, 0:7] = 1
+    assert np.array_equal(np_box(target, 'projection'), projection)
+    assert np.array_equal(np_box(target, 'filled'), filled)
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(1, h, w)).astype(np.float32) * 2
+    sim = rng.random((1, 8, h, w)).astype(np.float32)
+    losses = {}
+    for box_mode, box in (('projection', projection), ('filled', filled)):
+        losses[box_mode] = PairwiseAffinityLoss(
+            warmup_iters=0, box_mode=box_mode)(torch.from_numpy(logits),
+                                               torch.from_numpy(target),
+                                               torch.from_numpy(sim)).item()
+        assert losses[box_mode] == pytest.approx(
+            np_pairwise(logits, target, sim, box=box), rel=1e-5)
+    assert losses['projection'] == pytest.approx(
+        PairwiseAffinityLoss(warmup_iters=0)(torch.from_numpy(logits),
+                                             torch.from_numpy(target),
+                                             torch.from_numpy(sim)).item())
+    assert abs(losses['projection'] - losses['filled']) > 0.05
+    with pytest.raises(ValueError, match='box_mode'):
+        PairwiseAffinityLoss(box_mode='bbox')
 
 
 def test_pairwise_below_threshold_is_zero_and_threshold_inclusive():
@@ -208,7 +259,7 @@ def test_pairwise_warmup(message_hub_iter):
     assert loss_fn(logits, targets, sim).item() == 0
 
 
-def full_map_pairwise(logits, targets, sim, thr=0.3):
+def full_map_pairwise(logits, targets, sim, thr=0.3, box_mode='projection'):
     """Whole-map reference with mmdet's unfold_wo_center, in float64."""
     from mmdet.models.utils import unfold_wo_center
     x = logits.double()[:, None]
@@ -220,41 +271,51 @@ def full_map_pairwise(logits, targets, sim, thr=0.3):
     box = torch.zeros_like(targets, dtype=torch.float64)
     for i, target in enumerate(targets):
         ys, xs = torch.nonzero(target, as_tuple=True)
-        if len(ys):
+        if box_mode == 'projection':
+            box[i] = torch.outer(target.amax(dim=1), target.amax(dim=0)) > 0
+        elif len(ys):
             box[i, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = 1
     weight = (sim >= thr).double() * box[:, None] * in_map
     return -(log_same * weight).sum() / weight.sum().clamp(min=1)
 
 
-def test_pairwise_windows_match_whole_map_and_img_inds():
-    """Boxes of different sizes, at every edge, one empty target: the
-    windowed loss and its gradient equal the whole-map computation, and
-    per-image similarity with ``img_inds`` equals the per-instance copy."""
+@pytest.mark.parametrize('box_mode', ['projection', 'filled'])
+def test_pairwise_windows_match_whole_map_and_img_inds(box_mode):
+    """Boxes of different sizes, at every edge, one empty target, masks
+    whose projections have gaps: the windowed loss and its gradient equal
+    the whole-map computation, and per-image similarity with ``img_inds``
+    equals the per-instance copy."""
     torch.manual_seed(0)
     h, w = 23, 17
-    targets = torch.zeros(6, h, w)
+    targets = torch.zeros(7, h, w)
     targets[0, 0:5, 0:4] = 1  # top-left corner
     targets[1, 15:23, 10:17] = 1  # bottom-right corner
     targets[2, 8:12, 3:14] = 1
-    targets[3, 2, 9] = targets[3, 20, 1] = 1  # two pixels: box 2-20 x 1-9
+    # two pixels: filled box 2-20 x 1-9, projection box {2, 20} x {1, 9}
+    targets[3, 2, 9] = targets[3, 20, 1] = 1
     targets[5, 0:23, 0:17] = 1  # whole map; target 4 is empty
+    # two blobs in opposite corners, one at the bottom and right edges: the
+    # projection box leaves out rows 4-18 and columns 3-13
+    targets[6, 1:4, 0:3] = targets[6, 19:23, 14:17] = 1
     image_sim = torch.rand(2, 8, h, w)
-    img_inds = torch.tensor([0, 1, 1, 0, 1, 0])
-    logits = (torch.randn(6, h, w) * 3).requires_grad_()
+    img_inds = torch.tensor([0, 1, 1, 0, 1, 0, 1])
+    logits = (torch.randn(7, h, w) * 3).requires_grad_()
     reference_logits = logits.detach().clone().requires_grad_()
 
-    loss = PairwiseAffinityLoss(warmup_iters=0)(logits, targets, image_sim,
-                                                img_inds)
+    loss_fn = PairwiseAffinityLoss(warmup_iters=0, box_mode=box_mode)
+    loss = loss_fn(logits, targets, image_sim, img_inds)
     loss.backward()
     reference = full_map_pairwise(reference_logits, targets,
-                                  image_sim[img_inds])
+                                  image_sim[img_inds], box_mode=box_mode)
     reference.backward()
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     torch.testing.assert_close(logits.grad, reference_logits.grad.float(),
                                rtol=1e-4, atol=1e-7)
-    per_instance = PairwiseAffinityLoss(warmup_iters=0)(
-        logits.detach(), targets, image_sim[img_inds])
+    per_instance = loss_fn(logits.detach(), targets, image_sim[img_inds])
     assert per_instance.item() == pytest.approx(loss.item(), rel=1e-6)
+    other_mode = 'filled' if box_mode == 'projection' else 'projection'
+    assert abs(full_map_pairwise(logits.detach(), targets, image_sim[img_inds],
+                                 box_mode=other_mode).item() -
+               loss.item()) > 1e-3  # the two modes weight differently here
     with pytest.raises(ValueError, match='img_inds'):
-        PairwiseAffinityLoss(warmup_iters=0)(logits, targets, image_sim,
-                                             img_inds[:5])
+        loss_fn(logits, targets, image_sim, img_inds[:5])

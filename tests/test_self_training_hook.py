@@ -100,12 +100,36 @@ class BatchProbe(Hook):
             sample.img_id: len(sample.gt_instances) for sample in data_batch['data_samples']}
 
 
+class WeightProbe(Hook):
+    """Records, after every iteration (after SelfTrainingHook's refresh: lower priority), whether the
+    model's weights (parameters and buffers) equal those at ``before_train`` and whether the optimizer
+    state is empty."""
+
+    def __init__(self) -> None:
+        self.initial, self.equal, self.state_empty = None, {}, {}
+
+    @staticmethod
+    def state(runner) -> dict:
+        return {key: value.detach().clone() for key, value in runner.model.state_dict().items()}
+
+    def before_train(self, runner) -> None:
+        self.initial = self.state(runner)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        current = self.state(runner)
+        self.equal[runner.iter + 1] = all(torch.equal(current[key], self.initial[key]) for key in current)
+        self.state_empty[runner.iter + 1] = len(runner.optim_wrapper.optimizer.state) == 0
+
+
 def build_runner(cfg: dict) -> Runner:
-    """A Runner without ``cfg``: pretty-printing a config into every checkpoint costs 1 s."""
-    cfg = dict(cfg)
-    del cfg['test_pipeline']  # the hook is given the pipeline
-    runner = Runner(**cfg)
+    """A Runner with the probes. Its ``cfg`` holds what SelfTrainingHook reads (``train_dataloader``,
+    ``randomness``), not the whole config: yapf-formatting that into every checkpoint costs 1 s
+    (``tests/test_dist_train.py`` goes through ``Runner.from_cfg``)."""
+    kwargs = dict(cfg)
+    del kwargs['test_pipeline']  # the hook is given the pipeline
+    runner = Runner(**kwargs, cfg=dict(train_dataloader=cfg['train_dataloader'], randomness=cfg['randomness']))
     runner.register_hook(BatchProbe())
+    runner.register_hook(WeightProbe(), 'LOW')
     return runner
 
 
@@ -132,7 +156,7 @@ def test_refresh_swaps_the_training_labels(scenes, tmp_path):
     assert runner.iter == 4
     hook, probe = hook_of(runner), hook_of(runner, BatchProbe)
     ann_file = tmp_path / 'self_training' / 'round1.json'
-    assert hook.round == 1 and hook.ann_file == str(ann_file)
+    assert hook.round == 1 and hook.ann_files == [str(ann_file)]
     coco = load(ann_file)
     report = load(tmp_path / 'self_training' / 'round1.report.json')
     assert report['num_annotations'] == len(coco['annotations']) == 3 * NUM_IMAGES  # max_per_img
@@ -154,7 +178,12 @@ def test_refresh_swaps_the_training_labels(scenes, tmp_path):
     assert {n for it in (3, 4) for n in probe.counts[it].values()} == {3}
     # checkpoints carry the round; the refresh at iteration 2 precedes its checkpoint
     meta = {it: torch.load(tmp_path / f'iter_{it}.pth', weights_only=True)['meta']['self_training'] for it in (1, 2)}
-    assert meta == {1: dict(round=0, ann_file=None), 2: dict(round=1, ann_file=str(ann_file))}
+    assert meta == {1: dict(round=0, ann_files=None, initial_weights=None),
+                    2: dict(round=1, ann_files=[str(ann_file)], initial_weights=None)}
+    # by default training goes on from the current weights and optimizer state
+    weights = hook_of(runner, WeightProbe)
+    assert not any(weights.equal.values()) and not any(weights.state_empty.values())
+    assert not (tmp_path / 'self_training' / 'initial_weights.pth').exists()
 
 
 def test_kill_and_resume_keeps_the_refreshed_labels(scenes, tmp_path):
@@ -217,3 +246,85 @@ def test_no_pseudo_label_and_bad_arguments(scenes, tmp_path):
         SelfTrainingHook()
     with pytest.raises(ValueError, match='positive'):
         SelfTrainingHook(refresh_at=[0])
+
+
+def test_reset_weights_restores_the_initial_weights_and_empties_the_optimizer(scenes, tmp_path):
+    runner = build_runner(tiny_config(scenes, tmp_path, max_iters=3, hook=dict(HOOK, reset_weights=True)))
+    runner.train()
+    hook, weights = hook_of(runner), hook_of(runner, WeightProbe)
+    # iteration 2 ends with the refresh: the weights are those before iteration 1 again, bit for bit,
+    # and SGD's momentum buffers are gone; iterations 1 and 3 train
+    assert weights.equal == {1: False, 2: True, 3: False}
+    assert weights.state_empty == {1: False, 2: True, 3: False}
+    assert hook_of(runner, BatchProbe).counts[3] and hook.round == 1
+    saved = torch.load(tmp_path / 'self_training' / 'initial_weights.pth', weights_only=True)
+    assert saved.keys() == weights.initial.keys()
+    assert all(torch.equal(saved[key], weights.initial[key]) for key in saved)
+    meta = torch.load(tmp_path / 'iter_2.pth', weights_only=True)['meta']['self_training']
+    assert meta['initial_weights'] == str(tmp_path / 'self_training' / 'initial_weights.pth')
+
+
+def test_reset_weights_after_resume_uses_the_first_runs_initial_weights(scenes, tmp_path):
+    hook = dict(HOOK, refresh_at=[2, 4], reset_weights=True)
+    first = build_runner(tiny_config(scenes, tmp_path, max_iters=3, hook=hook))
+    first.train()
+    initial = hook_of(first, WeightProbe).initial
+    resumed = build_runner(tiny_config(scenes, tmp_path, max_iters=5, hook=hook, resume=True))
+    resumed.train()
+    assert hook_of(resumed).round == 2 and resumed.iter == 5
+    weights = hook_of(resumed, WeightProbe)  # its snapshot: the iteration-3 weights
+    assert not torch.equal(weights.initial['mask_head.conv_cls.weight'], initial['mask_head.conv_cls.weight'])
+    # the refresh after iteration 4 went back to the first run's initial weights (read from disk)
+    final = build_runner(tiny_config(scenes, tmp_path / 'check', max_iters=0, hook=HOOK))
+    final.load_checkpoint(str(tmp_path / 'iter_4.pth'))
+    state = final.model.state_dict()
+    assert all(torch.equal(state[key], initial[key]) for key in initial)
+    assert weights.state_empty == {4: True, 5: False}
+    # a run resumed without known initial weights cannot reset
+    build_runner(tiny_config(scenes, tmp_path / 'plain', max_iters=1, hook=HOOK)).train()
+    with pytest.raises(FileNotFoundError, match='initial weights'):
+        build_runner(tiny_config(scenes, tmp_path / 'plain', max_iters=2, hook=hook, resume=True)).train()
+
+
+def test_concat_of_wrapped_datasets_relabels_every_leaf(scenes, tmp_path):
+    """ConcatDataset([coarse.json, RepeatDataset(ClassBalancedDataset(second.json))]): second.json holds
+    images 4.png and 5.png under ids 1 and 2, which coarse.json gives to 0.png and 1.png."""
+    coarse = load(scenes / 'coarse.json')
+    second = dict(images=[dict(coarse['images'][4], id=1), dict(coarse['images'][5], id=2)],
+                  annotations=[dict(ann, image_id=ann['image_id'] - 4) for ann in coarse['annotations']
+                               if ann['image_id'] in (5, 6)],
+                  categories=coarse['categories'])
+    dump_json_atomic(second, str(tmp_path / 'second.json'))
+    cfg = tiny_config(scenes, tmp_path, max_iters=3, hook=HOOK)
+    first_cfg = cfg['train_dataloader']['dataset']
+    second_cfg = dict(first_cfg, ann_file=str(tmp_path / 'second.json'))
+    cfg['train_dataloader']['dataset'] = dict(type='ConcatDataset', datasets=[
+        first_cfg, dict(type='RepeatDataset', times=2,
+                        dataset=dict(type='ClassBalancedDataset', oversample_thr=0.5, dataset=second_cfg))])
+    runner = build_runner(cfg)
+    assert len(runner.train_dataloader.dataset) == NUM_IMAGES + 2 * 2
+    runner.train()
+
+    hook = hook_of(runner)
+    out_dir = tmp_path / 'self_training'
+    files = [out_dir / 'round1_dataset0.json', out_dir / 'round1_dataset1.json']
+    assert hook.round == 1 and hook.ann_files == [str(path) for path in files]
+    assert sorted(os.listdir(out_dir)) == ['round1_dataset0.json', 'round1_dataset0.report.json',
+                                           'round1_dataset1.json', 'round1_dataset1.report.json']
+    labels = [load(path) for path in files]
+    # each leaf's own images, each once (the repeats are not labelled twice), under its own ids
+    assert [(image['id'], image['file_name']) for image in labels[0]['images']] == [
+        (i + 1, f'{i}.png') for i in range(NUM_IMAGES)]
+    assert [(image['id'], image['file_name']) for image in labels[1]['images']] == [(1, '4.png'), (2, '5.png')]
+    assert len(labels[0]['annotations']) == 3 * NUM_IMAGES and len(labels[1]['annotations']) == 3 * 2
+    # the same pixels got the same masks in both files
+    for new_id, old_id in ((1, 5), (2, 6)):
+        assert [ann['segmentation'] for ann in labels[1]['annotations'] if ann['image_id'] == new_id] == \
+            [ann['segmentation'] for ann in labels[0]['annotations'] if ann['image_id'] == old_id]
+    dataset = runner.train_dataloader.dataset  # rebuilt around the new files, wrappers and all
+    leaves = [dataset.datasets[0], dataset.datasets[1].dataset.dataset]
+    assert type(dataset.datasets[1].dataset).__name__ == 'ClassBalancedDataset'
+    assert [leaf.ann_file for leaf in leaves] == [str(path) for path in files]
+    assert len(dataset) == NUM_IMAGES + 2 * 2
+    assert {n for it in (1, 2) for n in hook_of(runner, BatchProbe).counts[it].values()} == {2}
+    assert set(hook_of(runner, BatchProbe).counts[3].values()) == {3}

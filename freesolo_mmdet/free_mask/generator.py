@@ -109,8 +109,9 @@ class FreeMaskGenerator(BaseModel):
         nms_sigma (float): Gaussian kernel sigma.
         top_k (int): masks kept by decayed score after matrix NMS.
         mask_thr (float): threshold of the soft masks resized to the original image.
-        sky_filter (float, optional): keep a mask only if its mean row index is
-            >= sky_filter * image height (drops sky-like masks). None = off.
+        sky_filter (float, optional): keep a mask only if the mean index of the rows it
+            occupies (each occupied row counted once, not the pixel centroid) is
+            > sky_filter * image height (strictly; drops sky-like masks). None = off.
         width_filter (float, optional): keep a mask only if its box width is
             < width_filter * image width. None = off.
         min_score (float, optional): keep a mask only if its decayed maskness is >= this.
@@ -197,7 +198,9 @@ class FreeMaskGenerator(BaseModel):
         """Free Masks of one feature map.
 
         Soft masks, NMS and maskness work at feature resolution, (N, H, W) with N = number of
-        queries; only the top_k masks kept by NMS are resized to ``ori_shape``.
+        queries; only the top_k masks kept by NMS are resized to ``ori_shape``, one at a time
+        (:meth:`upsample_and_filter`), so that full resolution costs one float map plus the bool
+        masks that pass the filters.
 
         Args:
             feat (Tensor): (E, H, W) features of one image.
@@ -217,9 +220,8 @@ class FreeMaskGenerator(BaseModel):
         scores, labels, _, kept = mask_matrix_nms(
             binary, binary.new_zeros(len(binary), dtype=torch.long), maskness(soft, binary),
             max_num=self.top_k, kernel=self.nms_kernel, sigma=self.nms_sigma)
-        masks = self._upsample(soft[kept], ori_shape, image_fraction) >= self.mask_thr
-        results = InstanceData(masks=masks, scores=scores, labels=labels, embs=self.embed(queries[kept]))
-        return results[self.filter_masks(results)]
+        keep, masks = self.upsample_and_filter(soft[kept], scores, ori_shape, image_fraction)
+        return InstanceData(masks=masks, scores=scores[keep], labels=labels[keep], embs=self.embed(queries[kept][keep]))
 
     def embed(self, queries: Tensor) -> Tensor:
         """(n, E) unit query vectors -> (n, emb_dim) by resizing along channels (see class doc)."""
@@ -228,29 +230,68 @@ class FreeMaskGenerator(BaseModel):
         return F.interpolate(queries[:, None], size=self.emb_dim, mode=self.emb_mode)[:, 0]
 
     def filter_masks(self, results: InstanceData) -> Tensor:
-        """(n, ) bool: non-empty masks that pass the switched-on filters."""
+        """(n, ) bool: non-empty masks that pass the switched-on filters.
+
+        Args:
+            results (InstanceData): ``masks`` (n, h, w) bool and ``scores`` (n, ).
+        """
         masks = results.masks
-        height, width = masks.shape[-2:]
-        row_counts = masks.sum(2)  # (n, H): one pass over the full-resolution masks
-        area = row_counts.sum(1)
-        keep = area > 0
+        return self._passes_filters(masks.any(2), masks.any(1), results.scores)
+
+    def _passes_filters(self, rows: Tensor, cols: Tensor, scores: Tensor) -> Tensor:
+        """The filters of :meth:`filter_masks` from the masks' projections.
+
+        Args:
+            rows (Tensor): (n, h) bool, rows a mask occupies.
+            cols (Tensor): (n, w) bool, columns a mask occupies.
+            scores (Tensor): (n, ) decayed maskness.
+
+        Returns:
+            Tensor: (n, ) bool.
+        """
+        height, width = rows.shape[1], cols.shape[1]
+        num_rows = rows.sum(1)
+        keep = num_rows > 0
         if self.min_score is not None:
-            keep &= results.scores >= self.min_score
-        if self.sky_filter is not None:
-            rows = torch.arange(height, device=masks.device, dtype=torch.float)
-            mean_row = (row_counts.float() * rows).sum(1) / area.clamp(min=1)
-            keep &= mean_row >= self.sky_filter * height
+            keep &= scores >= self.min_score
+        if self.sky_filter is not None:  # spec 1.9: mean of the occupied rows' indices, each once
+            indices = torch.arange(height, device=rows.device, dtype=torch.float64)
+            mean_row = (rows * indices).sum(1) / num_rows.clamp(min=1)
+            keep &= mean_row > self.sky_filter * height
         if self.width_filter is not None:
-            cols = masks.any(1)
             box_width = width - cols.flip(1).int().argmax(1) - cols.int().argmax(1)
             keep &= box_width < self.width_filter * width
         return keep
 
-    @staticmethod
-    def _upsample(soft: Tensor, ori_shape: Tuple[int, int], image_fraction: Tuple[float, float]) -> Tensor:
-        """(k, H, W) -> (k, h, w): bilinear resize so that the image part spans ori_shape, then crop."""
+    def upsample_and_filter(self, soft: Tensor, scores: Tensor, ori_shape: Tuple[int, int],
+                            image_fraction: Tuple[float, float] = (1.0, 1.0)) -> Tuple[Tensor, Tensor]:
+        """Full-resolution masks that pass the filters, made one at a time.
+
+        Each soft mask is resized bilinearly so that the image part spans ``ori_shape``, cropped,
+        thresholded at ``mask_thr`` into the next free slot of one (k, h, w) bool buffer and
+        filtered (:meth:`filter_masks`); a mask that fails is overwritten by the next one. Peak
+        memory: one (h', w') float map plus the kept masks, instead of k float maps.
+
+        Args:
+            soft (Tensor): (k, H, W) soft masks at feature resolution.
+            scores (Tensor): (k, ) their decayed maskness.
+            ori_shape (tuple): (h, w) of the output masks.
+            image_fraction (tuple): share of the feature map's extent (rows, cols) covered by
+                the image; the part past it is cropped after upsampling.
+
+        Returns:
+            tuple[Tensor, Tensor]: (k, ) bool, which masks pass; (n, h, w) bool masks of those,
+            in order (a view of the buffer).
+        """
         height, width = ori_shape
-        if len(soft) == 0:
-            return soft.new_zeros((0, height, width))
         size = (math.ceil(height / image_fraction[0] - 1e-6), math.ceil(width / image_fraction[1] - 1e-6))
-        return F.interpolate(soft[None], size=size, mode='bilinear', align_corners=False)[0, :, :height, :width]
+        masks = torch.empty((len(soft), height, width), dtype=torch.bool, device=soft.device)
+        keep = torch.zeros(len(soft), dtype=torch.bool, device=soft.device)
+        count = 0
+        for index in range(len(soft)):
+            full = F.interpolate(soft[index][None, None], size=size, mode='bilinear', align_corners=False)
+            mask = torch.ge(full[0, 0, :height, :width], self.mask_thr, out=masks[count])
+            del full
+            keep[index] = self._passes_filters(mask.any(1)[None], mask.any(0)[None], scores[index][None])[0]
+            count += int(keep[index])
+        return keep, masks[:count]

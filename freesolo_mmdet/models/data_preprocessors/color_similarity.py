@@ -88,6 +88,12 @@ class FreeSOLODataPreprocessor(DetDataPreprocessor):
     ``int(bottom_pixels_removed * img_h / ori_h)`` rows; pairs touching an
     invalid cell have similarity 0. Ground-truth masks are left untouched.
 
+    The similarity is computed after the parent's ``batch_augments`` (e.g.
+    :class:`TwoViewAugment`), on the inputs they return: a strong view's
+    similarity comes from its own augmented pixels (colour-jittered,
+    grayscale, blurred, erased, with pasted objects), one per returned data
+    sample.
+
     Args:
         mask_stride (int): Stride of the mask logits. Defaults to 4.
         bottom_pixels_removed (int): Image rows at the bottom of the original

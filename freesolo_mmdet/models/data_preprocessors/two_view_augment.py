@@ -200,6 +200,14 @@ class TwoViewAugment(nn.Module):
     bit-for-bit. Set a probability to 0 (or ``copy_paste=False``) to disable
     a step.
 
+    Colour similarity: used as a ``batch_augments`` entry of
+    :class:`FreeSOLODataPreprocessor`, this runs inside the parent
+    ``DetDataPreprocessor.forward``, before the preprocessor computes
+    ``color_similarity`` on the batch it returns. So the strong views'
+    similarity (B+1..2B, for the pairwise loss) is computed from the
+    augmented strong pixels (pasted objects, jitter, grayscale, blur and
+    erasings included), not copied from the weak views.
+
     Args:
         mean (Sequence[Number], optional): The preprocessor's ``mean``;
             None if the inputs are not normalised.

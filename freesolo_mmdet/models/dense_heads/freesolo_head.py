@@ -44,8 +44,12 @@ class FreeSOLOHead(SOLOV2Head):
         loss_mask_maxproj (dict): Max-projection dice loss config.
         loss_mask_avgproj (dict): Average-projection dice loss config.
         loss_mask_pairwise (dict, optional): Pairwise affinity loss config;
-            ``None`` disables it. When enabled every training data sample
-            must carry ``color_similarity`` (8, Hp/4, Wp/4), as set by
+            ``None`` disables it. Its ``box_mode`` (default
+            ``'projection'``: the outer product of the coarse mask's
+            max-projections, spec section 2; ``'filled'``: the filled
+            bounding box) selects the pixels that carry weight, see
+            :class:`PairwiseAffinityLoss`. When enabled every training data
+            sample must carry ``color_similarity`` (8, Hp/4, Wp/4), as set by
             ``FreeSOLODataPreprocessor``; a missing one raises an error.
         loss_emb_weight (float): Weight beta of the embedding loss.
         emb_channels (int): Embedding dimension D. Defaults to 128.
@@ -69,7 +73,8 @@ class FreeSOLOHead(SOLOV2Head):
                      color_threshold=0.3,
                      kernel_size=3,
                      dilation=2,
-                     warmup_iters=1000),
+                     warmup_iters=1000,
+                     box_mode='projection'),
                  loss_emb_weight: float = 1.0,
                  emb_channels: int = 128,
                  with_emb: bool = True,

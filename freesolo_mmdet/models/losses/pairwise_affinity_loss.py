@@ -22,9 +22,21 @@ class PairwiseAffinityLoss(nn.Module):
     is ``-log(p_i p_j + (1 - p_i)(1 - p_j))``, computed in log space as
     ``softplus(x_i) + softplus(x_j) - softplus(x_i + x_j)`` of the logits x.
     A pair counts with weight ``(color_similarity >= color_threshold) *
-    box(t)_i``, where ``box(t)`` is the filled bounding box of the coarse mask
-    ``t``, evaluated at the centre pixel
-    i and broadcast over the 8 neighbours. Pairs whose neighbour lies outside
+    box(t)_i``, evaluated at the centre pixel i and broadcast over the 8
+    neighbours, where ``box(t)`` (H, W) of the coarse mask ``t`` is, by
+    ``box_mode``:
+
+    * ``'projection'`` (default, spec section 2 and the authors' release):
+      the outer product of its max-projections,
+      ``max_rows(t)[:, None] * max_cols(t)[None, :]``: the rows and columns
+      that the mask occupies. For a mask of several blobs whose projections
+      have gaps, the empty rows and columns between them are excluded (two
+      diagonal blobs give four blocks, not the box around both).
+    * ``'filled'``: the filled bounding box of ``t`` (BoxInst's box, which
+      also covers those gaps).
+
+    Both are the same for a mask whose projections have no gaps. Pairs whose
+    neighbour lies outside
     the (H, W) map do not exist and carry no weight (the colour similarity of
     ``FreeSOLODataPreprocessor`` is 0 there anyway). The result is the
     *global* weighted mean over all instances, pixels and neighbours of the
@@ -36,8 +48,10 @@ class PairwiseAffinityLoss(nn.Module):
     unless ``warmup_iters`` is 0.
 
     Only centres inside a box carry weight, so the loss is computed on
-    per-instance windows of the largest box's size (plus the neighbourhood's
-    reach) instead of the whole map: its cost scales with the boxes' area.
+    per-instance windows of the largest filled box's size (plus the
+    neighbourhood's reach) instead of the whole map: its cost scales with the
+    boxes' area. In ``'projection'`` mode the weight inside a window is read
+    from the mask's projections.
 
     Args:
         loss_weight (float): Weight of the loss. Defaults to 1.0.
@@ -47,6 +61,8 @@ class PairwiseAffinityLoss(nn.Module):
         dilation (int): Neighbourhood dilation. Defaults to 2.
         warmup_iters (int): Iterations of the linear warm-up from 0.
             Defaults to 1000.
+        box_mode (str): ``'projection'`` or ``'filled'``, see above.
+            Defaults to ``'projection'``.
     """
 
     def __init__(self,
@@ -54,10 +70,15 @@ class PairwiseAffinityLoss(nn.Module):
                  color_threshold: float = 0.3,
                  kernel_size: int = 3,
                  dilation: int = 2,
-                 warmup_iters: int = 1000) -> None:
+                 warmup_iters: int = 1000,
+                 box_mode: str = 'projection') -> None:
         super().__init__()
         if warmup_iters < 0:
             raise ValueError(f'warmup_iters must be >= 0, got {warmup_iters}')
+        if box_mode not in ('projection', 'filled'):
+            raise ValueError("box_mode must be 'projection' or 'filled', "
+                             f'got {box_mode!r}')
+        self.box_mode = box_mode
         self.loss_weight = loss_weight
         self.color_threshold = color_threshold
         self.kernel_size = kernel_size
@@ -130,8 +151,13 @@ class PairwiseAffinityLoss(nn.Module):
                   slice(reach, reach + win_w))
         # unclamped coordinates: window cells past the map's edge must not
         # repeat its last row or column
-        in_box = (ys[:, reach:reach + win_h, None] <= y1[:, None, None]) & \
-            (xs[:, None, reach:reach + win_w] <= x1[:, None, None]) & \
+        box_ys, box_xs = ys[:, reach:reach + win_h], xs[:, reach:reach + win_w]
+        if self.box_mode == 'filled':
+            box_rows, box_cols = box_ys <= y1[:, None], box_xs <= x1[:, None]
+        else:  # the rows and columns the mask occupies
+            box_rows = rows.gather(1, box_ys.clamp(max=h - 1)) & (box_ys < h)
+            box_cols = cols.gather(1, box_xs.clamp(max=w - 1)) & (box_xs < w)
+        in_box = box_rows[:, :, None] & box_cols[:, None, :] & \
             has_box[:, None, None]
         ys, xs = ys.clamp(0, h - 1)[:, :, None], xs.clamp(0, w - 1)[:, None]
         patch = mask_logits[torch.arange(n, device=ys.device)[:, None, None],
