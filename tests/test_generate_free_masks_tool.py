@@ -12,6 +12,7 @@ import pycocotools.mask as mask_util
 import pytest
 from pycocotools.coco import COCO
 
+from freesolo_mmdet.apis import InputError
 from freesolo_mmdet.datasets.image_list import build_inference_model
 from mmdet.registry import MODELS
 from freesolo_mmdet.free_mask.coco_writer import masks_to_coco_annotations, merge_coco_parts
@@ -26,7 +27,7 @@ TINY_CONFIG = f"""
 _base_ = {str(REPO / 'configs' / 'free_mask' / 'free_mask_r50_densecl.py')!r}
 model = dict(backbone=dict(depth=18, init_cfg=None), sky_filter=None, width_filter=None, min_score=None, top_k=4)
 test_pipeline = [
-    dict(type='LoadImageFromFile', imdecode_backend='pillow'),
+    dict(type='LoadAnyImageFromFile'),
     dict(type='Resize', scale=(96, 96), keep_ratio=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
@@ -37,7 +38,8 @@ GOOD = ['a.jpg', 'b.png', 'c.jpg', 'd.jpg', 'sub/e.jpg']
 
 @pytest.fixture
 def workspace(tmp_path):
-    """Config and a folder of 5 images (one in a subfolder), a truncated jpg and a text file named .jpg."""
+    """Config and a folder of 5 images (one in a subfolder), a truncated jpg, a text file named .jpg and one
+    named .txt (listed too: every file is read or reported)."""
     rng = np.random.default_rng(0)
     images = tmp_path / 'images'
     (images / 'sub').mkdir(parents=True)
@@ -49,7 +51,7 @@ def workspace(tmp_path):
     jpg = (images / 'a.jpg').read_bytes()
     (images / 'truncated.jpg').write_bytes(jpg[:len(jpg) // 2])
     (images / 'text.jpg').write_text('not an image')
-    (images / 'notes.txt').write_text('ignored: not an image extension')
+    (images / 'notes.txt').write_text('not an image')
     config = tmp_path / 'tiny.py'
     config.write_text(TINY_CONFIG)
     return tmp_path
@@ -97,7 +99,7 @@ def test_merge_renumbers_and_rejects_duplicate_images(tmp_path):
 def test_folder_to_coco_json(workspace, capsys):
     out = workspace / 'out' / 'free_masks.json'
     run_tool(workspace, out)
-    assert "7/7" in capsys.readouterr().out  # progress bar
+    assert "8/8" in capsys.readouterr().out  # progress bar
     coco = COCO(str(out))
     assert sorted(img['file_name'] for img in coco.dataset['images']) == sorted(GOOD)
     for img in coco.dataset['images']:
@@ -113,9 +115,10 @@ def test_folder_to_coco_json(workspace, capsys):
         assert ann['area'] == mask.sum() > 0 and ann['iscrowd'] == 0 and ann['category_id'] == 1
         assert len(ann['emb']) == 128 and 0 < ann['score'] <= 1
     report = json.loads((workspace / 'out' / 'free_masks.report.json').read_text())
-    assert report['num_images'] == 7 and report['num_images_with_masks'] == 5 and report['no_mask'] == []
+    assert report['num_images'] == 8 and report['num_images_with_masks'] == 5 and report['no_mask'] == []
     reasons = {item['file_name']: item['reason'] for item in report['skipped']}
     assert 'truncated' in reasons['truncated.jpg'] and 'cannot identify image' in reasons['text.jpg']
+    assert sorted(reasons) == ['notes.txt', 'text.jpg', 'truncated.jpg']
     assert not (workspace / 'out' / 'free_masks.json.parts').exists()
 
     from mmdet.datasets import CocoDataset
@@ -129,7 +132,7 @@ def test_folder_to_coco_json(workspace, capsys):
 def test_resume_is_byte_identical(workspace):
     full, resumed = workspace / 'full.json', workspace / 'resumed.json'
     run_tool(workspace, full, '--keep-parts')
-    run_tool(workspace, resumed, '--max-chunks', '2')  # 7 images, 2 per chunk: 4 chunks
+    run_tool(workspace, resumed, '--max-chunks', '2')  # 8 images, 2 per chunk: 4 chunks
     parts = workspace / 'resumed.json.parts'
     assert not resumed.exists() and sorted(p.name for p in parts.iterdir()) == [
         'chunk000000.json', 'chunk000001.json', 'meta.json']
@@ -198,9 +201,9 @@ def test_bad_input_gives_clear_errors(workspace):
     with pytest.raises(FileNotFoundError, match='no such folder'):
         run_tool(workspace, workspace / 'x.json', '--images', str(workspace / 'missing'))
     (workspace / 'empty').mkdir()
-    with pytest.raises(FileNotFoundError, match='no .jpg'):
+    with pytest.raises(FileNotFoundError, match='no file in'):
         tool.main([str(workspace / 'tiny.py'), '--images', str(workspace / 'empty'), '--out', 'x.json'])
-    with pytest.raises(FileNotFoundError, match='no such config'):
+    with pytest.raises(InputError, match='no such config'):
         tool.main([str(workspace / 'nope.py'), '--images', str(workspace / 'images'), '--out', 'x.json'])
     (workspace / 'broken.json').write_text('{"images": [{"id": 1}]}')
     with pytest.raises(ValueError, match='not a COCO json'):

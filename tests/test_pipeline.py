@@ -1,50 +1,94 @@
-"""The one-command pipeline, end to end on a tiny demo set: outputs, metrics, resume, bad input."""
+"""The one-command pipeline (freesolo_mmdet.apis.run_pipeline and tools/freesolo_pipeline.py) on a tiny
+demo set: from another folder with relative paths, fresh after changed inputs, resumable after kill -9,
+stopped cleanly by SIGTERM, clear errors on bad input, and the same on 2 processes."""
 import json
 import os
 import os.path as osp
+import shutil
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from freesolo_mmdet.apis import run_main
 from freesolo_mmdet.datasets.demo_scenes import make_demo_dataset
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(REPO, 'tools'))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'tools'))
 import freesolo_pipeline  # noqa: E402
+
+ITERS = ['--iters', '4']
 
 
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
+    """A finished run, started from a folder that is neither the repository nor the data's, with
+    relative paths."""
     root = tmp_path_factory.mktemp('pipeline')
     make_demo_dataset(str(root / 'data'), num_train=6, num_val=3, image_size=96, progress=False)
-    argv = ['--images', str(root / 'data' / 'train'), '--work-dir', str(root / 'w'),
-            '--val-images', str(root / 'data' / 'val'), '--val-ann', str(root / 'data' / 'annotations' / 'val.json'),
-            '--iters', '2']
-    table = freesolo_pipeline.main(argv)
+    (root / 'elsewhere').mkdir()
+    argv = ['--images', '../data/train', '--work-dir', 'w', '--val-images', '../data/val',
+            '--val-ann', '../data/annotations/val.json', *ITERS]
+    cwd = os.getcwd()
+    os.chdir(root / 'elsewhere')
+    try:
+        table = freesolo_pipeline.main(argv)
+    finally:
+        os.chdir(cwd)
     return root, argv, table
 
 
-def test_masks_for_every_image_and_overlays(demo):
+def run_here(root: Path, argv, capsys):
+    """``main(argv)`` from ``root/elsewhere``; returns what it printed."""
+    cwd = os.getcwd()
+    os.chdir(root / 'elsewhere')
+    try:
+        capsys.readouterr()
+        table = freesolo_pipeline.main(argv)
+    finally:
+        os.chdir(cwd)
+    return table, capsys.readouterr().out
+
+
+def stage_lines(out: str) -> dict:
+    """``{stage: 'up to date' | 'running: why' | ...}`` from the pipeline's output."""
+    lines = {}
+    for line in out.splitlines():
+        if line.startswith('[') and '] ' in line and not line.startswith('[ ') and not line.startswith('[>'):
+            name, rest = line[1:].split('] ', 1)
+            lines[name] = rest
+    return lines
+
+
+def test_relative_paths_from_another_folder(demo):
     root, _, _ = demo
-    masks = COCO(str(root / 'w' / 'masks.json'))
+    work = root / 'elsewhere' / 'w'
+    masks = COCO(str(work / 'masks.json'))
     names = sorted(os.listdir(root / 'data' / 'train'))
     assert sorted(im['file_name'] for im in masks.dataset['images']) == names
-    assert sorted(os.listdir(root / 'w' / 'overlays')) == names
+    assert sorted(os.listdir(work / 'overlays')) == [name + '.jpg' for name in names]
     for ann in masks.dataset['annotations']:
         assert len(ann['emb']) == 128
         assert ann['area'] == int(masks.annToMask(ann).sum())
+    assert not (REPO / 'w').exists() and not (root / 'data' / 'w').exists()  # nothing written elsewhere
+    # a checkpoint every 5% of the round (4 iterations: every iteration), the last two kept
+    assert sorted(p.name for p in (work / 'round1').glob('iter_*.pth')) == ['iter_3.pth', 'iter_4.pth']
 
 
 def test_metrics_table_equals_pycocotools(demo):
     root, _, table = demo
-    assert list(table) == ['Free Masks', 'round 1'] or list(table) == ['Free Masks', 'round 1', 'round 2']
-    with open(root / 'w' / 'metrics.json') as f:
+    work = root / 'elsewhere' / 'w'
+    assert list(table)[:2] == ['Free Masks', 'round 1']
+    with open(work / 'metrics.json') as f:
         assert json.load(f) == table
     gt = COCO(str(root / 'data' / 'annotations' / 'val.json'))
-    with open(root / 'w' / 'val' / 'free_masks.json') as f:
+    with open(work / 'val' / 'free_masks.json') as f:
         free_masks = json.load(f)['annotations']
     detections = gt.loadRes([dict(image_id=a['image_id'], category_id=1, segmentation=a['segmentation'],
                                   score=a['score']) for a in free_masks])
@@ -54,26 +98,167 @@ def test_metrics_table_equals_pycocotools(demo):
     evaluation.accumulate()
     evaluation.summarize()
     np.testing.assert_allclose(table['Free Masks']['segm'], evaluation.stats, atol=1e-12)
-    assert (root / 'w' / 'metrics.md').read_text().count('\n') == 2 + len(table)
+    assert (work / 'metrics.md').read_text().count('\n') == 2 + len(table)
 
 
-def test_rerun_resumes_without_redoing_a_stage(demo, capsys):
+def test_rerun_is_fresh_never_stale(demo, capsys):
+    """Unchanged: every stage up to date, nothing rewritten. New images: Free Mask and everything after
+    it redone, and masks.json lists them. A new --score-thr: only the stages from the pseudo labels on."""
     root, argv, table = demo
-    checkpoint = open(root / 'w' / 'round1' / 'final_checkpoint').read().strip()
+    work = root / 'elsewhere' / 'w'
+    checkpoint = work / 'round1' / 'iter_4.pth'
     mtime = os.stat(checkpoint).st_mtime_ns
-    assert freesolo_pipeline.main(argv) == table
-    out = capsys.readouterr().out
-    assert '+ tools/' not in out  # no tool was run again
-    assert out.count('done already') >= 4
+    again, out = run_here(root, argv, capsys)
+    assert again == table
+    lines = stage_lines(out)
+    assert {'free_masks', 'round1', 'pseudo_labels', 'predict', 'overlays'} <= set(lines)
+    assert all(state == 'up to date' for name, state in lines.items() if name not in ('metrics', 'round2')), lines
     assert os.stat(checkpoint).st_mtime_ns == mtime
 
+    for k in range(2):
+        shutil.copy(root / 'data' / 'val' / f'00000{k}.jpg', root / 'data' / 'train' / f'added_{k}.jpg')
+    _, out = run_here(root, argv, capsys)
+    lines = stage_lines(out)
+    assert lines['free_masks'] == 'running: images changed (2 added, 0 removed, 0 modified)'
+    assert lines['round1'] == 'running: free_masks changed'
+    assert lines['predict'].startswith('running: images changed (2 added')
+    masks = COCO(str(work / 'masks.json'))
+    assert {'added_0.jpg', 'added_1.jpg'} <= {im['file_name'] for im in masks.dataset['images']}
+    assert (work / 'overlays' / 'added_1.jpg.jpg').is_file()
 
-@pytest.mark.parametrize('bad, message', [
-    (['--images', '/no/such/folder', '--work-dir', 'w'], 'no such folder'),
-    (['--images', '.', '--work-dir', 'w', '--val-ann', 'x.json'], 'go together'),
-])
-def test_bad_arguments_are_refused(bad, message, capsys):
+    _, out = run_here(root, [*argv, '--score-thr', '0.2'], capsys)
+    lines = stage_lines(out)
+    assert lines['free_masks'] == lines['round1'] == 'up to date'
+    assert lines['pseudo_labels'] == 'running: score_thr 0.3 -> 0.2'
+
+
+def write_demo(root: Path, num_train: int = 6) -> Path:
+    make_demo_dataset(str(root / 'data'), num_train=num_train, num_val=1, image_size=96, progress=False)
+    return root / 'data' / 'train'
+
+
+def pipeline_command(images, work_dir, *extra):
+    return [sys.executable, str(REPO / 'tools' / 'freesolo_pipeline.py'), '--images', str(images),
+            '--work-dir', str(work_dir), *extra]
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() - start < timeout, f'{path} did not appear'
+        time.sleep(0.2)
+
+
+def test_kill_9_resumes_training_from_its_last_checkpoint(tmp_path):
+    images = write_demo(tmp_path)
+    work = tmp_path / 'w'
+    command = pipeline_command(images, work, '--iters', '20',  # a checkpoint every iteration (5%)
+                               '--train-cfg-options', 'default_hooks.logger.interval=1')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(work / 'round1' / 'iter_4.pth', proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    lines = stage_lines(rerun.stdout)
+    assert lines['free_masks'] == 'up to date'
+    assert lines['round1'] == 'resuming: unfinished'
+    log = (rerun.stdout + rerun.stderr).split('[pseudo_labels]')[0]  # round 1's part
+    resumed_at = int(log.split('resumed epoch: ')[1].split('iter: ')[1].split()[0].rstrip(','))
+    assert resumed_at >= 4  # at most one checkpoint interval (5% of the round) lost
+    assert 'Iter(train) [ 1/20]' not in log and f'Iter(train) [{resumed_at + 1:2d}/20]' in log
+    assert (work / 'masks.json').is_file()
+
+
+def test_sigterm_stops_the_pipeline_and_its_workers(tmp_path):
+    images = write_demo(tmp_path)
+    work = tmp_path / 'w'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.Popen(pipeline_command(images, work, '--iters', '200'), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(work / 'round1' / 'iter_2.pth', proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert 'stopped by SIGTERM; rerun the same command to resume' in out
+    time.sleep(2)
+    survivors = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            cmdline = Path(f'/proc/{pid}/cmdline').read_bytes().decode(errors='replace')
+        except OSError:
+            continue
+        if str(work) in cmdline:
+            survivors.append(cmdline)
+    assert survivors == []
+
+
+def exit_of(argv, capsys):
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        freesolo_pipeline.main(bad)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+        run_main(freesolo_pipeline.main, argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_bad_inputs_end_in_one_line_and_exit_2(tmp_path, capsys):
+    images = write_demo(tmp_path, num_train=2)
+    (tmp_path / 'empty').mkdir()
+    cases = [
+        (['--images', str(tmp_path / 'empty'), '--work-dir', str(tmp_path / 'w1')], 'no file in'),
+        (['--images', '/no/such/folder', '--work-dir', str(tmp_path / 'w2')], 'no such folder'),
+        (['--images', str(images), '--work-dir', str(tmp_path / 'w3'), '--train-cfg-options',
+          'train_cfg.max_iter=3'], "'max_iter' is not a key of train_cfg; did you mean 'max_iters'?"),
+        (['--images', str(images), '--work-dir', str(tmp_path / 'w4'), '--free-mask-cfg-options',
+          'free_mask_cfg.chunk_sise=3'], "'chunk_sise' is not a key of free_mask_cfg; did you mean 'chunk_size'?"),
+        (['--images', str(images), '--work-dir', str(tmp_path / 'w5'), '--train-cfg-options', 'max_iterz=3'],
+         "'max_iterz' is not a key of the config"),
+        (['--images', str(images), '--work-dir', str(tmp_path / 'w6'), '--free-mask-cfg-options',
+          'model.min_score=1.01'], 'Free Mask found no mask on any of the 2 files'),
+        (['--images', str(images), '--work-dir', str(images / '000000.jpg' / 'w')], 'cannot write'),
+    ]
+    for argv, message in cases:
+        code, err = exit_of(argv, capsys)
+        assert code == 2, (argv, err)
+        assert message in err and err.count('\n') == 1 and err.startswith('error: '), (argv, err)
+    code, err = exit_of(['--images', str(images), '--work-dir', 'w', '--val-ann', 'x.json'], capsys)
+    assert code == 2 and 'go together' in err  # argparse
+
+
+def test_typo_in_a_config_files_free_mask_cfg_is_refused(tmp_path, capsys):
+    images = write_demo(tmp_path, num_train=2)
+    config = tmp_path / 'free_mask.py'
+    config.write_text(f"_base_ = {str(REPO / 'configs' / 'demo' / 'free_mask_demo.py')!r}\n"
+                      "free_mask_cfg = dict(batchsize=2)\n")
+    code, err = exit_of(['--images', str(images), '--work-dir', str(tmp_path / 'w'), '--free-mask-config',
+                         str(config)], capsys)
+    assert code == 2 and "free_mask_cfg: unknown key 'batchsize'; did you mean 'batch_size'?" in err
+    assert not (tmp_path / 'w' / 'free_masks.json.parts').exists()
+
+
+def test_two_processes_equal_one(tmp_path):
+    """torchrun, 2 gloo processes: Free Masks byte-identical to one process's (chunks of 2 images shared
+    between the ranks); training in DDP; every image in masks.json."""
+    images = write_demo(tmp_path, num_train=6)
+    options = ['--iters', '2', '--free-mask-cfg-options', 'free_mask_cfg.chunk_size=2']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    single = subprocess.run(pipeline_command(images, tmp_path / 'one', *options), env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    dist = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                           '--master_port', str(29500 + os.getpid() % 1000),
+                           *pipeline_command(images, tmp_path / 'two', *options, '--launcher', 'pytorch')[1:]],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert dist.returncode == 0, dist.stdout[-3000:] + dist.stderr[-3000:]
+    assert (tmp_path / 'two' / 'free_masks.json').read_bytes() == (tmp_path / 'one' / 'free_masks.json').read_bytes()
+    from mmengine.config import Config
+    config = Config.fromfile(str(tmp_path / 'two' / 'round1' / 'freesolo_light_demo.py'))
+    assert config.train_dataloader.batch_size == 2  # the recipe's 4 images per iteration over 2 processes
+    assert config.auto_scale_lr.enable and config.model_wrapper_cfg.type == 'MMDistributedDataParallel'
+    one = Config.fromfile(str(tmp_path / 'one' / 'round1' / 'freesolo_light_demo.py'))
+    assert one.train_dataloader.batch_size == 4 and one.get('model_wrapper_cfg') is None
+    names = sorted(os.listdir(images))
+    for run in ('one', 'two'):
+        masks = json.loads((tmp_path / run / 'masks.json').read_text())
+        assert sorted(im['file_name'] for im in masks['images']) == names

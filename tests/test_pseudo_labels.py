@@ -13,6 +13,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 from pycocotools.coco import COCO
 
+from freesolo_mmdet.apis import InputError
 from freesolo_mmdet.engine.pseudo_labels import (collect_pseudo_label_coco, find_test_pipeline,
                                                  predict_pseudo_labels, select_pseudo_labels)
 from mmdet.registry import MODELS
@@ -139,7 +140,7 @@ def test_tool_writes_coco_json_and_report(tmp_path, capsys):
         assert ann['bbox'] == list(mask_util.toBbox(ann['segmentation'])) and ann['bbox'][2] <= 0.95 * 64
     assert len(coco.getAnnIds()) == 2 * NUM_IMAGES
 
-    with pytest.raises(FileNotFoundError, match='no such checkpoint'):
+    with pytest.raises(InputError, match='no such checkpoint'):
         tool.main(args[:1] + [str(tmp_path / 'missing.pth')] + args[2:])
     with pytest.raises(SystemExit):  # argparse: --ann-file without --img-prefix
         tool.main(args[:2] + ['--ann-file', str(root / 'coarse.json'), '--out', str(out)])

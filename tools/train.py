@@ -16,11 +16,11 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import MODEL_WRAPPERS, RUNNERS
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
-from torch.nn.parallel import DistributedDataParallel
 
 import freesolo_mmdet  # noqa: F401  (registers the plugin and the checkpoint-safe globals)
+from freesolo_mmdet.apis.distributed import setup_cpu_distributed
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -65,17 +65,6 @@ def build_config(args: argparse.Namespace) -> Config:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     return cfg
-
-
-def setup_cpu_distributed(cfg: Config) -> None:
-    """Join the torchrun process group over gloo and let DDP wrap a CPU model."""
-    torch.distributed.init_process_group(backend='gloo')  # the Runner then skips init_dist
-    wrapper = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
-                   find_unused_parameters=cfg.get('find_unused_parameters', False))
-    wrapper.update(cfg.get('model_wrapper_cfg') or {})
-    if issubclass(MODEL_WRAPPERS.get(wrapper['type']), DistributedDataParallel):
-        wrapper['device_ids'] = None  # the Runner would pass [LOCAL_RANK]: GPU modules only
-    cfg.model_wrapper_cfg = wrapper
 
 
 def main(argv=None) -> None:

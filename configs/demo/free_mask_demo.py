@@ -12,7 +12,8 @@
 # measured: docs/free_mask_demo.md, benchmarks/free_mask_demo_options.py.
 _base_ = '../free_mask/free_mask_r50_densecl.py'
 
-pretrained = 'work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth'  # relative to the working directory
+# in the repository's work_dirs/, whatever the working directory (tools/freesolo_pipeline.py creates it)
+pretrained = '{{ fileDirname }}/../../work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth'
 
 model = dict(
     backbone=dict(
@@ -29,7 +30,7 @@ model = dict(
     min_score=0.6)  # paper: 0.7; maskness is lower at tau 0.4, 0.7 would leave almost nothing
 
 test_pipeline = [
-    dict(type='LoadImageFromFile', imdecode_backend='pillow', backend_args=None),
+    dict(type='LoadAnyImageFromFile', backend_args=None),
     # 320 px demo images -> 544 px: a 17x17 stride-32 map instead of 10x10 (as good as 640 px, cheaper)
     dict(type='Resize', scale=(1333, 544), keep_ratio=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))

