@@ -140,3 +140,14 @@ def test_overlay_names_are_unique():
     paths = [overlay_path('o', name) for name in names]
     assert len(set(paths)) == len(names)
     assert paths[0] == osp.join('o', 'a', 'x.jpg.jpg')
+
+
+def test_train_tool_refuses_a_cfg_options_typo():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('train_tool', REPO / 'tools' / 'train.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = tool.build_config(tool.parse_args([DEMO, '--cfg-options', 'train_cfg.max_iters=3']))
+    assert cfg.train_cfg.max_iters == 3
+    with pytest.raises(InputError, match="'max_iter' is not a key of train_cfg"):
+        tool.build_config(tool.parse_args([DEMO, '--cfg-options', 'train_cfg.max_iter=3']))

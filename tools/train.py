@@ -20,7 +20,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import freesolo_mmdet  # noqa: F401  (registers the plugin and the checkpoint-safe globals)
-from freesolo_mmdet.apis.distributed import setup_cpu_distributed
+from freesolo_mmdet.apis import load_config, run_main, setup_cpu_distributed
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -43,12 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config with the command line applied, as mmdet's ``tools/train.py`` does."""
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'no such config: {args.config}')
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config, args.cfg_options)  # a --cfg-options key that names nothing is refused
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -78,4 +74,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)
