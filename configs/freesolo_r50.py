@@ -1,17 +1,23 @@
 # FreeSOLO stage 2 (self-supervised SOLO), the authors' release recipe with a ResNet-50 initialised
-# from DenseCL (spec section 2). A class-agnostic SOLOv2 trained on Free Masks:
-#   1. Free Masks, one json per COCO image folder (stage 1, no training; see configs/free_mask/):
-#        python tools/generate_free_masks.py configs/free_mask/free_mask_r50_densecl.py \
-#            --images data/coco/train2017 --out data/coco/annotations/free_masks_train2017.json
-#        python tools/generate_free_masks.py configs/free_mask/free_mask_r50_densecl.py \
-#            --images data/coco/unlabeled2017 --out data/coco/annotations/free_masks_unlabeled2017.json
-#      (file_names in each json are relative to its --images folder: the data_prefix below).
+# from DenseCL (spec section 2). A class-agnostic SOLOv2 trained on Free Masks. The README's section
+# "Reproducing FreeSOLO on COCO (8 GPUs)" runs it (tests/test_coco_recipe.py runs that section):
+#   1. Free Masks of train2017 + unlabeled2017 in one json, over a folder that links both
+#      (file_names are then train2017/... and unlabeled2017/..., relative to data_prefix below):
+#        mkdir -p data/coco/train_unlabeled && ln -s ../train2017 ../unlabeled2017 data/coco/train_unlabeled/
+#        bash tools/dist_generate_free_masks.sh 8 configs/free_mask/free_mask_r50_densecl.py \
+#            --images data/coco/train_unlabeled --out data/coco/annotations/free_masks_train.json
 #   2. Training, 16 images per iteration = 8 GPUs x 2 (batch_size below is per GPU):
-#        mim train mmdet configs/freesolo_r50.py --launcher pytorch --gpus 8
-#      (or tools/dist_train.sh configs/freesolo_r50.py 8)
+#        bash tools/dist_train.sh configs/freesolo_r50.py 8
+#      (or mim train mmdet configs/freesolo_r50.py --launcher pytorch --gpus 8)
 #      With another number of GPUs keep 16 images per iteration (e.g. 4 GPUs: batch_size=4) or pass
 #      --auto-scale-lr, which scales lr by (total batch / 16).
-#   3. Evaluation: class-agnostic mask/box AP on COCO val2017 (ClassAgnosticCocoMetric).
+#   3. Self-training: pseudo labels in the Free Mask format, then the same recipe on them, from DenseCL:
+#        python tools/gen_pseudo_labels.py configs/freesolo_r50.py $(cat work_dirs/freesolo_r50/last_checkpoint) \
+#            --images data/coco/train_unlabeled --out data/coco/annotations/pseudo_labels_round1.json
+#        bash tools/dist_train.sh configs/freesolo_r50.py 8 --work-dir work_dirs/freesolo_r50_round2 \
+#            --cfg-options train_dataloader.dataset.ann_file=annotations/pseudo_labels_round1.json
+#   4. Evaluation: class-agnostic mask/box AP on COCO val2017 (ClassAgnosticCocoMetric):
+#        bash tools/dist_test.sh configs/freesolo_r50.py $(cat work_dirs/freesolo_r50_round2/last_checkpoint) 8
 # Offline: download the DenseCL checkpoint once and pass
 #   --cfg-options model.backbone.init_cfg.checkpoint=/path/to/densecl_resnet50_...pth
 _base_ = 'mmdet::solov2/solov2_r50_fpn_1x_coco.py'
@@ -61,11 +67,12 @@ model = dict(
         emb_channels=128,
         with_emb=True))
 
-# data: COCO train2017 + unlabeled2017 images with their Free Masks
+# data: the COCO train2017 + unlabeled2017 images with their Free Masks, one json over the folder that
+# links both (step 1 above); round 2 replaces ann_file by the pseudo labels
 dataset_type = 'CoarseMaskCocoDataset'
 data_root = 'data/coco/'
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnyImageFromFile', backend_args=None),
     dict(type='LoadCoarseMaskAnnotations', with_bbox=True, with_mask=True, with_score=True, with_emb=True),
     dict(
         type='RandomChoiceResize',  # short side 640-800
@@ -74,31 +81,25 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackCoarseMaskInputs')
 ]
-coarse_mask_dataset = dict(
-    type=dataset_type,
-    data_root=data_root,
-    emb_dim=128,
-    filter_cfg=dict(filter_empty_gt=True, min_size=32),
-    pipeline=train_pipeline,
-    backend_args=None)
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         _delete_=True,
-        type='ConcatDataset',
-        datasets=[
-            dict(**coarse_mask_dataset, ann_file='annotations/free_masks_train2017.json',
-                 data_prefix=dict(img='train2017/')),
-            dict(**coarse_mask_dataset, ann_file='annotations/free_masks_unlabeled2017.json',
-                 data_prefix=dict(img='unlabeled2017/')),
-        ]))
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='annotations/free_masks_train.json',
+        data_prefix=dict(img='train_unlabeled/'),
+        emb_dim=128,
+        filter_cfg=dict(filter_empty_gt=True, min_size=32),
+        pipeline=train_pipeline,
+        backend_args=None))
 
 # val: COCO val2017 images, class-agnostic AP against all 80 categories merged into one
 # (the stock CocoDataset only lists the images here; the metric reads the ground truth itself)
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnyImageFromFile', backend_args=None),
     dict(type='Resize', scale=(1333, 800), keep_ratio=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]

@@ -151,3 +151,29 @@ def test_train_tool_refuses_a_cfg_options_typo():
     assert cfg.train_cfg.max_iters == 3
     with pytest.raises(InputError, match="'max_iter' is not a key of train_cfg"):
         tool.build_config(tool.parse_args([DEMO, '--cfg-options', 'train_cfg.max_iter=3']))
+
+
+def test_forked_children_end_with_their_parent(tmp_path):
+    """A kill -9 of a process that called end_children_with_this_process() takes its forked children
+    (data loader workers) with it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = ('import os, sys, time\n'
+              'from freesolo_mmdet.utils.process import end_children_with_this_process as e\n'
+              'if sys.argv[1] == "on": e()\n'
+              'pid = os.fork()\n'
+              'if pid == 0:\n'
+              '    time.sleep(60); os._exit(0)\n'
+              'print(pid, flush=True); time.sleep(60)\n')
+    for mode, survives in (('off', True), ('on', False)):
+        proc = subprocess.Popen([sys.executable, '-c', script, mode], stdout=subprocess.PIPE, text=True)
+        child = int(proc.stdout.readline())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.5)
+        alive = os.path.exists(f'/proc/{child}') and 'Z' not in open(f'/proc/{child}/stat').read().split()[2]
+        if alive:
+            os.kill(child, signal.SIGKILL)
+        assert alive == survives, mode

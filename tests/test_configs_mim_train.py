@@ -41,7 +41,7 @@ def test_config_parses_and_builds(config):
     assert isinstance(model.data_preprocessor, FreeSOLODataPreprocessor)
     assert model.mask_head.num_classes == 1
     assert model.data_preprocessor.mask_stride == model.mask_head.mask_stride == 4
-    assert cfg.train_dataloader.dataset.type in ('CoarseMaskCocoDataset', 'ConcatDataset')
+    assert cfg.train_dataloader.dataset.type == 'CoarseMaskCocoDataset'
     assert cfg.val_evaluator.type == 'ClassAgnosticCocoMetric'
 
 
@@ -66,8 +66,37 @@ def test_r50_recipe():
     resize = cfg.train_pipeline[2]
     assert resize.type == 'RandomChoiceResize' and resize.keep_ratio
     assert sorted(min(scale) for scale in resize.scales) == [640, 672, 704, 736, 768, 800]
-    r101 = Config.fromfile(osp.join(REPO, 'configs', 'freesolo_r101.py')).model.backbone
-    assert r101.depth == 101 and r101.frozen_stages == -1
+    assert cfg.model.data_preprocessor.batch_augments[0].type == 'TwoViewAugment'
+    # the README's COCO recipe: one Free Mask json over data/coco/train_unlabeled/{train2017,unlabeled2017}
+    # (round 2 overrides train_dataloader.dataset.ann_file), every image read by LoadAnyImageFromFile
+    data = cfg.train_dataloader.dataset
+    assert (data.type, data.data_root, data.ann_file, data.data_prefix) == (
+        'CoarseMaskCocoDataset', 'data/coco/', 'annotations/free_masks_train.json', dict(img='train_unlabeled/'))
+    assert data.pipeline[0].type == 'LoadAnyImageFromFile'
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        assert loader.dataset.pipeline[0].type == 'LoadAnyImageFromFile'
+        assert loader.dataset.data_prefix == dict(img='val2017/')
+    assert cfg.val_evaluator.ann_file == 'data/coco/annotations/instances_val2017.json'
+    r101 = Config.fromfile(osp.join(REPO, 'configs', 'freesolo_r101.py'))
+    assert r101.model.backbone.depth == 101 and r101.model.backbone.frozen_stages == -1
+    assert r101.train_dataloader.dataset == data
+
+
+def test_finetune_configs():
+    """Both 5% fine-tuning configs train the same 80-class SOLOv2 on the same split; the FreeSOLO one loads,
+    by default, the last checkpoint of configs/freesolo_r50.py's schedule in the round-2 work dir of the
+    README (which passes work_dirs/freesolo_r50_round2/last_checkpoint's path instead)."""
+    r50 = Config.fromfile(osp.join(REPO, 'configs', 'freesolo_r50.py'))
+    densecl, freesolo = (Config.fromfile(osp.join(REPO, 'configs', 'finetune', f'solov2_r50_fpn_coco-5pct_{init}.py'))
+                         for init in ('densecl', 'freesolo'))
+    for cfg in (densecl, freesolo):
+        assert cfg.model.mask_head.num_classes == 80
+        assert cfg.train_dataloader.dataset.ann_file == 'annotations/semi_anns/instances_train2017.1@5.json'
+        assert cfg.train_cfg.max_epochs == 36
+    assert densecl.model.backbone.init_cfg == r50.model.backbone.init_cfg
+    assert densecl.get('load_from') is None
+    assert freesolo.model.backbone.init_cfg is None
+    assert freesolo.load_from == f'work_dirs/freesolo_r50_round2/iter_{r50.train_cfg.max_iters}.pth'
 
 
 def write_coarse_masks(gt_file: str, out_file: str) -> None:

@@ -150,6 +150,21 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.2)
 
 
+def processes_naming(path: Path, wait: float = 3) -> list:
+    """Command lines of the processes that mention ``path`` (data loader workers have their parent's),
+    once they have had ``wait`` seconds to end."""
+    time.sleep(wait)
+    found = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            cmdline = Path(f'/proc/{pid}/cmdline').read_bytes().decode(errors='replace')
+        except OSError:
+            continue
+        if str(path) in cmdline:
+            found.append(cmdline.replace('\0', ' '))
+    return found
+
+
 def test_kill_9_resumes_training_from_its_last_checkpoint(tmp_path):
     images = write_demo(tmp_path)
     work = tmp_path / 'w'
@@ -160,6 +175,7 @@ def test_kill_9_resumes_training_from_its_last_checkpoint(tmp_path):
     wait_for(work / 'round1' / 'iter_4.pth', proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert processes_naming(work) == []  # its data loader workers ended with it
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     lines = stage_lines(rerun.stdout)
@@ -167,7 +183,9 @@ def test_kill_9_resumes_training_from_its_last_checkpoint(tmp_path):
     assert lines['round1'] == 'resuming: unfinished'
     log = (rerun.stdout + rerun.stderr).split('[pseudo_labels]')[0]  # round 1's part
     resumed_at = int(log.split('resumed epoch: ')[1].split('iter: ')[1].split()[0].rstrip(','))
-    assert resumed_at >= 4  # at most one checkpoint interval (5% of the round) lost
+    # iter_4.pth may have been half-written when killed: then last_checkpoint still names iter_3.pth;
+    # either way at most one checkpoint interval (5% of the round, 1 iteration) is lost
+    assert resumed_at >= 3
     assert 'Iter(train) [ 1/20]' not in log and f'Iter(train) [{resumed_at + 1:2d}/20]' in log
     assert (work / 'masks.json').is_file()
 
@@ -176,23 +194,14 @@ def test_sigterm_stops_the_pipeline_and_its_workers(tmp_path):
     images = write_demo(tmp_path)
     work = tmp_path / 'w'
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.Popen(pipeline_command(images, work, '--iters', '200'), env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(pipeline_command(images, work, '--iters', '40'), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    wait_for(work / 'round1' / 'iter_2.pth', proc)
+    wait_for(work / 'round1' / 'iter_2.pth', proc)  # a checkpoint every 2 of 40 iterations: training
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
     assert 'stopped by SIGTERM; rerun the same command to resume' in out
-    time.sleep(2)
-    survivors = []
-    for pid in filter(str.isdigit, os.listdir('/proc')):
-        try:
-            cmdline = Path(f'/proc/{pid}/cmdline').read_bytes().decode(errors='replace')
-        except OSError:
-            continue
-        if str(work) in cmdline:
-            survivors.append(cmdline)
-    assert survivors == []
+    assert processes_naming(work) == []
 
 
 def exit_of(argv, capsys):

@@ -4,6 +4,7 @@ import signal
 import sys
 from typing import Callable, Optional, Sequence
 
+from freesolo_mmdet.utils.process import end_children_with_this_process
 from .config import InputError
 
 __all__ = ['run_main']
@@ -24,10 +25,11 @@ def run_main(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[S
     """Call ``main(argv)``.
 
     A user error prints ``error: <message>`` and exits with code 2 (as argparse does for usage errors);
-    SIGINT or SIGTERM stop it with one line and exit code 128 + the signal's number; anything else keeps
-    its traceback. Outputs are written atomically, so a rerun resumes from what was finished.
+    SIGINT or SIGTERM stop it with one line and exit code 128 + the signal's number, and forked children
+    (data loader workers) end with this process even on ``kill -9``; anything else keeps its traceback. Outputs are written atomically, so a rerun resumes from what was finished.
     """
     signal.signal(signal.SIGTERM, _stop)
+    end_children_with_this_process()  # kill -9 cannot be caught: workers are told by the kernel
     try:
         main(argv)
     except USER_ERRORS as e:
