@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from freesolo_mmdet.apis import (InputError, StageRecord, check_cfg_options, check_writable, derive_train_config,
+from freesolo_mmdet.apis import (InputError, StageRecord, check_writable, derive_train_config,
                                  image_fingerprint, load_config, retarget_train_dataset)
 from freesolo_mmdet.apis.pipeline import overlay_path
 
@@ -177,3 +177,28 @@ def test_forked_children_end_with_their_parent(tmp_path):
         if alive:
             os.kill(child, signal.SIGKILL)
         assert alive == survives, mode
+
+
+def test_every_config_path_named_in_docs_and_tools_exists():
+    """The README, the tools' docstrings and the configs' comments name only configs that exist (the old
+    gen_pseudo_labels.py docstring named './freesolo_r50_coarse.py')."""
+    import re
+    texts = [REPO / 'README.md', *sorted((REPO / 'tools').glob('*.py')), *sorted((REPO / 'configs').rglob('*.py'))]
+    named = set()
+    for path in texts:
+        for match in re.finditer(r'(?<![\w/.])((?:\./|\.\./)*(?:configs/)?[\w./-]*freesolo[\w-]*\.py)', path.read_text()):
+            named.add((path, match.group(1)))
+    missing = []
+    for path, name in named:
+        name = name.lstrip('/')  # '<repo>/tools/x.py'
+        candidates = [REPO / name, path.parent / name, REPO / 'configs' / name, REPO / 'tools' / name]
+        if not any(c.is_file() for c in candidates):
+            missing.append(f'{path.relative_to(REPO)}: {name}')
+    assert missing == []
+    assert len(named) > 10
+
+
+def test_self_training_hook_uses_no_private_mmengine_state():
+    source = (REPO / 'freesolo_mmdet' / 'engine' / 'hooks' / 'self_training_hook.py').read_text()
+    assert 'runner._' not in source and '_InfiniteDataloaderIterator' not in source
+    assert '_randomness_cfg' not in source and '_train_dataloader' not in source

@@ -354,3 +354,18 @@ def test_without_embedding_branch_and_with_solov2_loss_mask():
         head.conv_cls.bias.zero_()
     result = predict(head, data_samples())[0]
     assert len(result) > 0 and 'embs' not in result
+
+
+def test_upsample_masks_one_at_a_time_equals_the_batched_resize():
+    """The prediction's full-resolution masks are made one at a time (memory) and equal SOLOv2's batched
+    resize-crop-resize-threshold bit for bit, on an odd original size and a padded input."""
+    import torch.nn.functional as F
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.rand(7, 20, 24, generator=generator)
+    upsampled, img_shape, ori_shape = (80, 96), (75, 90), (151, 183)
+    batched = F.interpolate(probs[None], size=upsampled, mode='bilinear', align_corners=False)[..., :75, :90]
+    batched = F.interpolate(batched, size=ori_shape, mode='bilinear', align_corners=False)[0] > 0.5
+    masks = FreeSOLOHead.upsample_masks(probs, upsampled, img_shape, ori_shape, 0.5)
+    assert masks.dtype == torch.bool and masks.shape == (7, 151, 183)
+    assert torch.equal(masks, batched) and 0 < masks.sum() < masks.numel()
+    assert FreeSOLOHead.upsample_masks(probs[:0], upsampled, img_shape, ori_shape, 0.5).shape == (0, 151, 183)

@@ -3,7 +3,6 @@ demo set: from another folder with relative paths, fresh after changed inputs, r
 stopped cleanly by SIGTERM, clear errors on bad input, and the same on 2 processes."""
 import json
 import os
-import os.path as osp
 import shutil
 import signal
 import subprocess

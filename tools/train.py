@@ -14,13 +14,10 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 import freesolo_mmdet  # noqa: F401  (registers the plugin and the checkpoint-safe globals)
-from freesolo_mmdet.apis import load_config, run_main, setup_cpu_distributed
+from freesolo_mmdet.apis import build_runner, load_config, run_main
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 
 
@@ -67,9 +64,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
-    if args.launcher == 'pytorch' and not torch.cuda.is_available():
-        setup_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)  # also on CPU processes (gloo) under torchrun
     runner.train()
 
 

@@ -14,6 +14,7 @@ from freesolo_mmdet.engine.pseudo_labels import collect_pseudo_label_coco, find_
     predict_pseudo_labels
 from freesolo_mmdet.free_mask.coco_writer import atomic_open, dump_json_atomic
 from .config import InputError, check_writable
+from .free_mask import report_path
 
 __all__ = ['predict_masks']
 
@@ -64,7 +65,7 @@ def predict_masks(cfg: Config,
     if rank == 0:
         coco, summary = collect_pseudo_label_coco([entry for part in parts for entry in part],
                                                   keep_empty=keep_empty)
-        with atomic_open(osp.splitext(out)[0] + '.report.json') as f:
+        with atomic_open(report_path(out)) as f:
             json.dump(dict(out=osp.basename(out), **summary), f, indent=1)
         dump_json_atomic(coco, out)
         report = [summary]

@@ -39,7 +39,7 @@ from freesolo_mmdet.datasets.transforms.load_any_image import read_image
 from freesolo_mmdet.evaluation.class_agnostic_coco_metric import class_agnostic_cocoeval
 from freesolo_mmdet.utils.offline_backbones import DEMO_WEIGHTS_NAME, convert_deepsort_mobilenetv2
 from .config import InputError, check_writable, load_config
-from .free_mask import free_mask_options, generate_free_masks
+from .free_mask import free_mask_options, generate_free_masks, report_path
 from .inference import predict_masks
 from .stage_record import StageRecord, file_identity, image_fingerprint
 from .training import derive_train_config, train
@@ -163,7 +163,7 @@ def metrics_table(rows: Dict[str, Dict[str, List[float]]]) -> str:
 
 
 def _read_report(out: str) -> dict:
-    with open(osp.splitext(out)[0] + '.report.json') as f:
+    with open(report_path(out)) as f:
         return json.load(f)
 
 
@@ -228,7 +228,7 @@ def run_pipeline(images: str,
     free_masks = osp.join(w, 'free_masks.json')
     fm_record = StageRecord(records, 'free_masks', dict(
         **inputs, config=fm_cfg.to_dict(), weights=_local_checkpoints(fm_cfg)),
-        [free_masks, osp.join(w, 'free_masks.report.json')], scratch=[free_masks + '.parts'])
+        [free_masks, report_path(free_masks)], scratch=[free_masks + '.parts'])
     if _begin(fm_record):
         generate_free_masks(fm_cfg, image_list, free_masks)
         if rank == 0:
@@ -255,7 +255,7 @@ def run_pipeline(images: str,
     pseudo = osp.join(w, 'pseudo_labels_round1.json')
     pseudo_record = StageRecord(records, 'pseudo_labels', dict(
         **inputs, model=file_identity(rounds['round 1']), upstream=round1.upstream(), score_thr=score_thr,
-        max_per_img=max_per_img, max_width=0.95), [pseudo, osp.join(w, 'pseudo_labels_round1.report.json')])
+        max_per_img=max_per_img, max_width=0.95), [pseudo, report_path(pseudo)])
     if _begin(pseudo_record):
         predict_masks(base_cfg, rounds['round 1'], image_list, pseudo, score_thr=score_thr,
                       max_per_img=max_per_img, max_width=0.95)
@@ -273,7 +273,7 @@ def run_pipeline(images: str,
     masks = osp.join(w, 'masks.json')
     predict_record = StageRecord(records, 'predict', dict(
         **inputs, model=file_identity(final), upstream=final_record.upstream(), **PREDICT_FILTERS),
-        [masks, osp.join(w, 'masks.report.json')])
+        [masks, report_path(masks)])
     if _begin(predict_record):
         predict_masks(base_cfg, final, image_list, masks, **PREDICT_FILTERS)
         if rank == 0:
@@ -295,7 +295,7 @@ def run_pipeline(images: str,
         val_free = osp.join(w, 'val', 'free_masks.json')
         record = StageRecord(records, 'val free masks', dict(val_inputs, config=fm_cfg.to_dict(),
                                                              weights=_local_checkpoints(fm_cfg)),
-                             [val_free, osp.join(w, 'val', 'free_masks.report.json')], scratch=[val_free + '.parts'])
+                             [val_free, report_path(val_free)], scratch=[val_free + '.parts'])
         if _begin(record):
             generate_free_masks(fm_cfg, val_list, val_free)
             if rank == 0:
@@ -304,7 +304,7 @@ def run_pipeline(images: str,
         for name, checkpoint in rounds.items():
             out = osp.join(w, 'val', name.replace(' ', '') + '.json')
             record = StageRecord(records, f'val {name}', dict(val_inputs, model=file_identity(checkpoint)),
-                                 [out, osp.splitext(out)[0] + '.report.json'])
+                                 [out, report_path(out)])
             if _begin(record):
                 predict_masks(base_cfg, checkpoint, val_list, out, **PREDICT_FILTERS)
                 if rank == 0:

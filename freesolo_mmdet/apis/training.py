@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from .config import InputError
 from .distributed import setup_cpu_distributed
 
-__all__ = ['retarget_train_dataset', 'derive_train_config', 'train']
+__all__ = ['retarget_train_dataset', 'derive_train_config', 'build_runner', 'train']
 
 #: wrappers of several datasets; the pipeline trains on one image folder, so it keeps their first
 MULTI_DATASET_WRAPPERS = ('ConcatDataset', )
@@ -86,6 +86,15 @@ def derive_train_config(cfg: Config,
     return cfg
 
 
+def build_runner(cfg: Config) -> Runner:
+    """mmengine's Runner for ``cfg`` (``runner_type`` honoured). With ``cfg.launcher == 'pytorch'`` on a
+    machine without CUDA the torchrun process group is joined over gloo first and DDP wraps the CPU model
+    (:func:`setup_cpu_distributed`); mmengine alone would call ``torch.cuda.set_device``."""
+    if cfg.get('launcher') == 'pytorch' and not torch.cuda.is_available():
+        setup_cpu_distributed(cfg)
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
 def train(cfg: Config, resume: bool = True) -> str:
     """Train ``cfg`` in this process (every rank of a torchrun group calls it: DDP); returns the path of
     the final checkpoint.
@@ -98,13 +107,11 @@ def train(cfg: Config, resume: bool = True) -> str:
         cfg.load_from = None  # mmengine then resumes from work_dir/last_checkpoint
     if is_distributed():
         cfg.launcher = 'pytorch'
-        if not torch.cuda.is_available():
-            setup_cpu_distributed(cfg)
     # a unique name per run: loggers and visualizers are per-process singletons keyed by it
     cfg.experiment_name = f'{osp.basename(cfg.work_dir)}_{time.strftime("%Y%m%d_%H%M%S")}_{time.monotonic_ns()}'
     if cfg.get('visualizer'):
         cfg.visualizer.name = cfg.experiment_name  # not an earlier run's instance, which writes elsewhere
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.train()
     checkpoint = osp.join(cfg.work_dir, f'iter_{runner.iter}.pth')
     del runner
