@@ -202,3 +202,16 @@ def test_self_training_hook_uses_no_private_mmengine_state():
     source = (REPO / 'freesolo_mmdet' / 'engine' / 'hooks' / 'self_training_hook.py').read_text()
     assert 'runner._' not in source and '_InfiniteDataloaderIterator' not in source
     assert '_randomness_cfg' not in source and '_train_dataloader' not in source
+
+
+def test_building_a_model_leaves_its_config_as_it_was():
+    """mmdet's SOLOv2 writes test_cfg and in_channels into the dicts it is built from; the pipeline's
+    round 2 then recorded another config than its rerun computed, and was retrained for nothing."""
+    from freesolo_mmdet.datasets.image_list import build_inference_model
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(DEMO)
+    cfg.model.backbone.init_cfg = None
+    before = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    build_inference_model(cfg, None, 'cpu')
+    assert json.dumps(cfg.to_dict(), sort_keys=True, default=str) == before

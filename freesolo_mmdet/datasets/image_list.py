@@ -1,6 +1,7 @@
 """Lists of image files for the inference tools (Free Mask, pseudo labels), and a dataset that
 runs a test pipeline over them, turning an unreadable image into an error message, not a crash."""
 import argparse
+import copy
 import json
 import os
 import os.path as osp
@@ -131,8 +132,9 @@ class ImagePipelineDataset(Dataset):
 
 def build_inference_model(cfg: Config, checkpoint: Optional[str], device: str) -> torch.nn.Module:
     """``cfg.model`` in eval mode on ``device``, with every weight from ``checkpoint`` (a missing one
-    raises), or initialised by its ``init_cfg`` when no checkpoint is given."""
-    model = MODELS.build(cfg.model)
+    raises), or initialised by its ``init_cfg`` when no checkpoint is given. ``cfg`` is left as it was
+    (a pipeline stage's record of its config must not change because an earlier stage built a model)."""
+    model = MODELS.build(copy.deepcopy(cfg.model))  # mmdet's detectors write into the dict they are built from
     if checkpoint:
         state = load_checkpoint(model, checkpoint, map_location='cpu', strict=False, logger='silent')
         state = state.get('state_dict', state)
