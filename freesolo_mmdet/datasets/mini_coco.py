@@ -16,7 +16,6 @@ their pixel ``area``, a tight XYWH ``bbox`` and ``iscrowd`` 0. Train and unlabel
 from the demo's ``train`` scenes (unlabeled ones after the train ones), val images from its ``val``
 scenes, so the same seed gives the same tree.
 """
-import json
 import os
 import os.path as osp
 from typing import Dict, List
@@ -24,6 +23,7 @@ from typing import Dict, List
 import cv2
 import numpy as np
 
+from freesolo_mmdet.free_mask.coco_writer import dump_json_atomic
 from mmdet.datasets import CocoDataset
 from .demo_scenes import KINDS, SceneConfig, load_cutouts, mask_to_annotation, render_scene
 
@@ -43,11 +43,6 @@ def _category_ids() -> Dict[str, int]:
     ids = {cat['name']: cat['id'] for cat in COCO_CATEGORIES}
     assert set(KIND_TO_CATEGORY) == set(KINDS)
     return {kind: ids[name] for kind, name in KIND_TO_CATEGORY.items()}
-
-
-def _write_json(path: str, content: dict) -> None:
-    with open(path, 'w') as f:
-        json.dump(content, f, separators=(',', ':'))
 
 
 def make_mini_coco(out_dir: str,
@@ -108,7 +103,7 @@ def make_mini_coco(out_dir: str,
             content = dict(info=info, licenses=licenses, images=images, annotations=annotations,
                            categories=list(COCO_CATEGORIES))
             path = osp.join(ann_dir, f'instances_{folder}.json')
-        _write_json(path, content)
+        dump_json_atomic(content, path)
         result['files'][folder] = path
         result[folder] = dict(num_images=len(images), num_instances=len(annotations))
     return result
