@@ -215,3 +215,29 @@ def test_building_a_model_leaves_its_config_as_it_was():
     before = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     build_inference_model(cfg, None, 'cpu')
     assert json.dumps(cfg.to_dict(), sort_keys=True, default=str) == before
+
+
+@pytest.mark.parametrize('error', [None, InputError('bad input')])
+def test_run_main_destroys_the_process_group_it_leaves(error, monkeypatch):
+    """Left to the interpreter's teardown, a gloo group can abort its process after the work is done
+    ("terminate called without an active exception"); run_main destroys it, on success and on error."""
+    import torch.distributed as dist
+
+    from freesolo_mmdet.apis.cli import run_main
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(29000 + os.getpid() % 1000))
+    monkeypatch.setattr('signal.signal', lambda *args: None)  # leave pytest's handlers alone
+
+    def main(argv):
+        dist.init_process_group('gloo', rank=0, world_size=1)
+        assert dist.is_initialized()
+        if error is not None:
+            raise error
+
+    if error is None:
+        run_main(main, [])
+    else:
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(main, [])
+        assert exit_info.value.code == 2
+    assert not dist.is_initialized()
