@@ -39,11 +39,9 @@ model = dict(
         mask_stride=4,
         bottom_pixels_removed=10,
         # each batch doubled: weak views + strong views (colour jitter, grayscale, blur, 3 erasings)
-        # with objects copy-pasted from another image's weak view; same geometry in both views
-        batch_augments=[
-            dict(type='TwoViewAugment', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
-                 bgr_to_rgb=True)
-        ]),
+        # with objects copy-pasted from another image's weak view; same geometry in both views; the
+        # augment takes mean, std and channel order from this preprocessor
+        batch_augments=[dict(type='TwoViewAugment')]),
     backbone=dict(
         depth=50,
         frozen_stages=-1,  # all stages trainable

@@ -369,3 +369,27 @@ def test_upsample_masks_one_at_a_time_equals_the_batched_resize():
     assert masks.dtype == torch.bool and masks.shape == (7, 151, 183)
     assert torch.equal(masks, batched) and 0 < masks.sum() < masks.numel()
     assert FreeSOLOHead.upsample_masks(probs[:0], upsampled, img_shape, ori_shape, 0.5).shape == (0, 151, 183)
+
+
+def test_tensor_masks_give_the_same_targets_and_losses_as_bitmap_masks():
+    """TwoViewAugment leaves gt masks as bool tensors on the device: same targets and losses as BitmapMasks."""
+    from freesolo_mmdet.models.dense_heads.freesolo_head import _TensorMasks
+    head = build_head(num_classes=3)
+    gt = square_instances([[40, 40, 70, 70], [42, 42, 68, 68], [0, 0, 8, 8]], [0, 1, 2])
+    as_tensor = gt.clone()
+    as_tensor.masks = _TensorMasks(torch.from_numpy(gt.masks.masks).bool())  # as FreeSOLOHead.loss wraps them
+    featmap_sizes = (IMG // 4, IMG // 4)
+    for subset in (slice(None), torch.zeros(0, dtype=torch.long)):
+        expected = head._get_targets_single(gt[subset], featmap_sizes)
+        got = head._get_targets_single(as_tensor[subset], featmap_sizes)
+        for lvl in range(5):
+            assert torch.equal(got[0][lvl], expected[0][lvl]) and torch.equal(got[1][lvl], expected[1][lvl])
+            assert got[3][lvl] == expected[3][lvl] and torch.equal(got[4][lvl], expected[4][lvl])
+    head = build_head()
+    samples = data_samples()
+    expected = head.loss(fpn_feats(), samples)
+    for sample in samples:
+        sample.gt_instances.masks = torch.from_numpy(sample.gt_instances.masks.masks).bool()
+    got = head.loss(fpn_feats(), samples)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)

@@ -7,7 +7,7 @@ import torch
 from mmengine.structures import InstanceData
 
 from freesolo_mmdet.models.data_preprocessors.two_view_augment import (
-    TwoViewAugment, adjust_hue, gaussian_blur, paste_masks, rgb_to_hsv)
+    TwoViewAugment, adjust_hue, gaussian_blur, paste_masks, tight_boxes)
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import HorizontalBoxes
@@ -63,7 +63,7 @@ def random_batch(num_images=3, size=(24, 32), img_shape=(20, 28)):
 def test_output_is_doubled_and_weak_half_is_unchanged():
     inputs, samples = random_batch()
     weak_inputs = inputs.clone()
-    weak_masks = [s.gt_instances.masks.masks.copy() for s in samples]
+    weak_masks = [torch.from_numpy(s.gt_instances.masks.masks).bool() for s in samples]
     torch.manual_seed(0)
     aug = TwoViewAugment(MEAN, STD, blur_prob=1, jitter_prob=1)
     out_inputs, out_samples = aug(inputs, samples)
@@ -72,8 +72,8 @@ def test_output_is_doubled_and_weak_half_is_unchanged():
     assert torch.equal(out_inputs[:3], weak_inputs)
     assert torch.equal(inputs, weak_inputs)
     assert all(a is b for a, b in zip(out_samples[:3], samples))
-    for sample, masks in zip(samples, weak_masks):
-        assert np.array_equal(sample.gt_instances.masks.masks, masks)
+    for sample, masks in zip(samples, weak_masks):  # as bool tensors from here on
+        assert torch.equal(sample.gt_instances.masks, masks)
     assert all(s not in samples for s in out_samples[3:])
     # image i gets image (i + 1) % 3's objects: a first square covering 4/6
     # of i's is dropped (not for i = 2: 2/6), a bar covering 3/8 is pasted
@@ -81,8 +81,9 @@ def test_output_is_doubled_and_weak_half_is_unchanged():
     for sample in out_samples[3:]:
         gt = sample.gt_instances
         assert len(gt.bboxes) == len(gt.scores) == len(gt.embs) == len(gt)
-        assert not gt.masks.masks[:, 20:].any()
-        assert not gt.masks.masks[:, :, 28:].any()
+        assert gt.masks.dtype == torch.bool
+        assert not gt.masks[:, 20:].any()
+        assert not gt.masks[:, :, 28:].any()
         assert gt.bboxes[:, 2].max() <= 28
     assert not torch.allclose(out_inputs[3:, :, :20, :28],
                               weak_inputs[:, :, :20, :28])
@@ -97,8 +98,7 @@ def test_all_off_strong_view_equals_weak_view():
     out_inputs, out_samples = aug(inputs, samples)
     assert torch.equal(out_inputs[3:], inputs)
     for weak, strong in zip(samples, out_samples[3:]):
-        assert np.array_equal(strong.gt_instances.masks.masks,
-                              weak.gt_instances.masks.masks)
+        assert torch.equal(strong.gt_instances.masks, weak.gt_instances.masks)
         assert torch.equal(strong.gt_instances.scores,
                            weak.gt_instances.scores)
 
@@ -179,9 +179,17 @@ def test_hue_rotation_in_hsv():
                                torch.tensor([0., 1., 0.]))
     torch.testing.assert_close(adjust_hue(red, -1 / 3).flatten(),
                                torch.tensor([0., 0., 1.]))
-    color = (0.2, 0.7, 0.4)
-    hsv = rgb_to_hsv(torch.tensor(color).view(3, 1, 1)).flatten()
-    torch.testing.assert_close(hsv, torch.tensor(colorsys.rgb_to_hsv(*color)))
+    # against colorsys on random colours, ties of the maximum and grays included
+    torch.manual_seed(0)
+    colors = torch.cat((torch.rand(200, 3), torch.tensor([[0.5, 0.5, 0.2], [0.3, 0.6, 0.6], [0.4, 0.4, 0.4],
+                                                          [0., 0., 0.], [1., 1., 1.]])))
+    for shift in (-0.5, -0.13, 0.0, 0.07, 0.5):
+        expected = []
+        for color in colors.tolist():
+            hue, saturation, value = colorsys.rgb_to_hsv(*color)
+            expected.append(colorsys.hsv_to_rgb((hue + shift) % 1, saturation, value))
+        out = adjust_hue(colors.T.reshape(3, 1, -1), shift)
+        torch.testing.assert_close(out.reshape(3, -1).T, torch.tensor(expected), atol=1e-5, rtol=0)
 
 
 def test_erasing_fills_one_rectangle_of_the_given_area_and_keeps_masks():
@@ -200,8 +208,7 @@ def test_erasing_fills_one_rectangle_of_the_given_area_and_keeps_masks():
     assert cols.max() - cols.min() + 1 == side
     erased = denormalize(out_inputs[1])[:, changed]
     assert erased.min() >= 0 and erased.max() <= 255
-    assert np.array_equal(out_samples[1].gt_instances.masks.masks,
-                          samples[0].gt_instances.masks.masks)
+    assert torch.equal(out_samples[1].gt_instances.masks, samples[0].gt_instances.masks)
 
 
 def test_paste_masks_drops_at_half_coverage():
@@ -210,7 +217,8 @@ def test_paste_masks_drops_at_half_coverage():
     half, below = torch.zeros(2, 10, 10, dtype=torch.bool)
     half[:5, :4] = True  # covers 20 / 40
     below[:, 3:8] = True  # covers 10 / 40
-    masks, accepted = paste_masks(existing, torch.stack((half, below)))
+    masks, accepted, cut, areas = paste_masks(existing, torch.stack((half, below)))
+    assert cut.tolist() == [True] and areas.tolist() == [30, 50]
     assert accepted.tolist() == [False, True]
     assert masks.shape == (2, 10, 10)
     assert masks[0].sum() == 30 and not masks[0, :, 3].any()
@@ -239,8 +247,7 @@ def test_copy_paste_drops_cuts_and_recomputes_boxes(box_type):
     expected_existing[:7, :10] = 1
     expected_pasted = np.zeros((size, size), dtype=np.uint8)
     expected_pasted[7:16, :10] = 1
-    assert np.array_equal(strong.masks.masks,
-                          np.stack((expected_existing, expected_pasted)))
+    assert torch.equal(strong.masks, torch.from_numpy(np.stack((expected_existing, expected_pasted))).bool())
     bboxes = strong.bboxes.tensor if box_type is HorizontalBoxes \
         else strong.bboxes
     assert isinstance(strong.bboxes, box_type)
@@ -258,7 +265,7 @@ def test_copy_paste_drops_cuts_and_recomputes_boxes(box_type):
                                inputs[0][:, ~pasted])
     # the other direction: the existing square covers 100% of source[0]
     other = out_samples[3].gt_instances
-    assert np.array_equal(other.masks.masks, source)
+    assert torch.equal(other.masks, torch.from_numpy(source).bool())
     assert torch.equal(out_inputs[3], inputs[1])
 
 
@@ -297,4 +304,104 @@ def test_inside_the_freesolo_preprocessor():
         assert sample.color_similarity.shape == (8, 32, 32)
         gt = sample.gt_instances
         assert len(gt.masks) == len(gt.labels) == len(gt.bboxes)
-        assert gt.masks.masks.shape[1:] == (128, 128)
+        assert gt.masks.shape[1:] == (128, 128)
+
+
+def reference_paste(masks, pasted, overlap_thr=0.5):
+    """The rule of paste_masks, one pixel set at a time (numpy): a pasted mask is dropped if it is empty or
+    covers >= overlap_thr of a current non-empty mask; otherwise it cuts every current mask and is appended."""
+    current = [m.copy() for m in masks]
+    accepted = []
+    for mask in pasted:
+        if not mask.any() or any(c.sum() > 0 and (c & mask).sum() >= overlap_thr * c.sum() for c in current):
+            accepted.append(False)
+            continue
+        current = [c & ~mask for c in current] + [mask.copy()]
+        accepted.append(True)
+    return np.stack(current) if current else np.zeros((0, *masks.shape[1:]), bool), accepted
+
+
+@pytest.mark.parametrize('batched', [False, True])
+@pytest.mark.parametrize('seed', range(12))
+def test_paste_masks_equals_the_rule_on_random_overlapping_masks(seed, batched):
+    rng = np.random.default_rng(seed)
+    height, width = rng.integers(8, 40, 2)
+
+    def random_masks(num):
+        masks = np.zeros((num, height, width), bool)
+        for mask in masks:
+            top, left = rng.integers(0, height), rng.integers(0, width)
+            mask[top:top + rng.integers(1, height), left:left + rng.integers(1, width)] = True
+            mask &= rng.random((height, width)) < 0.9  # holes
+        if num:
+            masks[rng.integers(num)] = False  # an empty one
+        return masks
+
+    existing, pasted = random_masks(rng.integers(0, 6)), random_masks(rng.integers(1, 12))
+    expected, expected_accepted = reference_paste(existing, pasted)
+    result = paste_masks(torch.from_numpy(existing), torch.from_numpy(pasted), batched=batched)
+    masks, accepted = result.masks, result.accepted
+    assert accepted.tolist() == expected_accepted
+    assert result.areas.tolist() == expected.sum((1, 2)).tolist()
+    assert result.cut.tolist() == (expected[:len(existing)] != existing).any((1, 2)).tolist()
+    assert masks.dtype == torch.bool
+    assert torch.equal(masks, torch.from_numpy(expected))
+
+
+def test_tight_boxes_equal_mmdet_mask2bbox():
+    from mmdet.structures.mask import mask2bbox
+    masks = torch.rand(6, 17, 23) > 0.97
+    masks[2] = False
+    masks[3] = False
+    masks[3, 16, 22] = True  # the last pixel
+    torch.testing.assert_close(tight_boxes(masks), mask2bbox(masks))
+
+
+@pytest.mark.parametrize('sigma', [0.3, 1.0, 2.0])
+def test_gaussian_blur_equals_a_2d_convolution(sigma):
+    image = torch.rand(3, 19, 26)
+    radius = math.ceil(3 * sigma)
+    weights = torch.tensor([math.exp(-x**2 / (2 * sigma**2)) for x in range(-radius, radius + 1)])
+    kernel = torch.outer(weights, weights) / weights.sum()**2
+    padded = torch.nn.functional.pad(image[None], (radius, ) * 4, mode='reflect')
+    expected = torch.nn.functional.conv2d(padded, kernel.expand(3, 1, -1, -1), groups=3)[0]
+    torch.testing.assert_close(gaussian_blur(image, sigma), expected, atol=1e-5, rtol=0)
+
+
+def test_the_preprocessor_gives_its_normalization_and_refuses_another():
+    import freesolo_mmdet.models.data_preprocessors.color_similarity  # noqa
+    bgr_mean, bgr_std = MEAN[::-1], STD[::-1]
+    preprocessor = MODELS.build(
+        dict(type='FreeSOLODataPreprocessor', mean=bgr_mean, std=bgr_std, bgr_to_rgb=False,
+             batch_augments=[dict(type='TwoViewAugment', copy_paste=False, **dict(OFF, grayscale_prob=1))]))
+    augment = preprocessor.batch_augments[0]
+    assert augment.normalization == (pytest.approx(bgr_mean), pytest.approx(bgr_std), False)
+    # grayscale of BGR inputs: luma of (R, G, B) = (channel 2, 1, 0), padding untouched
+    bgr = torch.rand(2, 3, 20, 28) * 255
+    inputs = (bgr - torch.tensor(bgr_mean).view(3, 1, 1)) / torch.tensor(bgr_std).view(3, 1, 1)
+    _, samples = random_batch(num_images=2, size=(20, 28), img_shape=(20, 28))
+    out, _ = augment(inputs, samples)
+    luma = 0.299 * bgr[:, 2] + 0.587 * bgr[:, 1] + 0.114 * bgr[:, 0]
+    strong = out[2:] * torch.tensor(bgr_std).view(3, 1, 1) + torch.tensor(bgr_mean).view(3, 1, 1)
+    torch.testing.assert_close(strong, luma[:, None].expand(-1, 3, -1, -1), atol=1e-3, rtol=0)
+    MODELS.build(dict(type='FreeSOLODataPreprocessor', mean=MEAN, std=STD, bgr_to_rgb=True,  # the same: fine
+                      batch_augments=[dict(type='TwoViewAugment', mean=MEAN, std=STD)]))
+    with pytest.raises(ValueError, match='leave them unset'):
+        MODELS.build(dict(type='FreeSOLODataPreprocessor', mean=MEAN, std=STD, bgr_to_rgb=True,
+                          batch_augments=[dict(type='TwoViewAugment', mean=bgr_mean, std=bgr_std)]))
+
+
+def test_tensors_stay_tensors(monkeypatch):
+    """No host round trip: given tensor masks, the augment never converts to numpy."""
+    inputs, samples = random_batch()
+    for sample in samples:
+        sample.gt_instances.masks = torch.from_numpy(sample.gt_instances.masks.masks).bool()
+
+    def no_numpy(*args, **kwargs):
+        raise AssertionError('numpy() called')
+
+    monkeypatch.setattr(torch.Tensor, 'numpy', no_numpy)
+    torch.manual_seed(0)
+    out_inputs, out_samples = TwoViewAugment(MEAN, STD, blur_prob=1, jitter_prob=1)(inputs, samples)
+    assert [len(s.gt_instances) for s in out_samples[3:]] == [3, 3, 4]  # as from BitmapMasks
+    assert all(isinstance(s.gt_instances.masks, torch.Tensor) for s in out_samples)

@@ -88,6 +88,8 @@ class FreeSOLODataPreprocessor(DetDataPreprocessor):
     ``int(bottom_pixels_removed * img_h / ori_h)`` rows; pairs touching an
     invalid cell have similarity 0. Ground-truth masks are left untouched.
 
+    ``batch_augments`` with a ``set_normalization`` method (:class:`TwoViewAugment`) are given this
+    preprocessor's ``mean``, ``std`` and ``bgr_to_rgb``, so that a config states them once.
     The similarity is computed after the parent's ``batch_augments`` (e.g.
     :class:`TwoViewAugment`), on the inputs they return: a strong view's
     similarity comes from its own augmented pixels (colour-jittered,
@@ -113,6 +115,11 @@ class FreeSOLODataPreprocessor(DetDataPreprocessor):
                  bgr_to_rgb: bool = False,
                  **kwargs) -> None:
         super().__init__(bgr_to_rgb=bgr_to_rgb, **kwargs)
+        for augment in self.batch_augments or []:
+            if hasattr(augment, 'set_normalization'):  # TwoViewAugment: this preprocessor's mean, std, order
+                mean = self.mean.flatten().tolist() if self._enable_normalize else None
+                std = self.std.flatten().tolist() if self._enable_normalize else None
+                augment.set_normalization(mean, std, bgr_to_rgb, source=type(self).__name__)
         self.mask_stride = mask_stride
         self.bottom_pixels_removed = bottom_pixels_removed
         self.color_kernel_size = color_kernel_size

@@ -35,6 +35,34 @@ from mmdet.utils import (ConfigType, InstanceList, OptConfigType,
 __all__ = ['FreeSOLOHead']
 
 
+class _TensorMasks:
+    """(n, H, W) bool mask tensor with the ``BitmapMasks`` methods that mmdet's mask heads call on ground truth
+    (``pad``, ``to_tensor``, indexing, ``cat``): :class:`TwoViewAugment` leaves the training masks as tensors on the device,
+    and they stay there."""
+
+    def __init__(self, masks: Tensor) -> None:
+        self.masks = masks
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, index) -> '_TensorMasks':
+        masks = self.masks[index]
+        return _TensorMasks(masks if masks.dim() == 3 else masks[None])
+
+    @staticmethod
+    def cat(masks: List['_TensorMasks']) -> '_TensorMasks':
+        return _TensorMasks(torch.cat([m.masks for m in masks]))
+
+    def pad(self, out_shape: Tuple[int, int], pad_val: int = 0) -> '_TensorMasks':
+        """Zero-pad at the bottom and right to ``out_shape`` (as ``BitmapMasks.pad``)."""
+        height, width = self.masks.shape[-2:]
+        return _TensorMasks(F.pad(self.masks, (0, out_shape[1] - width, 0, out_shape[0] - height), value=pad_val))
+
+    def to_tensor(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        return self.masks.to(device=device, dtype=dtype)
+
+
 @MODELS.register_module()
 class FreeSOLOHead(SOLOV2Head):
     """Class-agnostic SOLOv2 head of FreeSOLO.
@@ -156,6 +184,9 @@ class FreeSOLOHead(SOLOV2Head):
                     '`loss_mask_pairwise=None` in the head config.')
             color_sims = torch.stack(
                 [sample.color_similarity for sample in batch_data_samples])
+        for sample in batch_data_samples:
+            if isinstance(sample.gt_instances.get('masks'), Tensor):
+                sample.gt_instances.masks = _TensorMasks(sample.gt_instances.masks)
         return super().loss(
             x,
             batch_data_samples,
