@@ -52,8 +52,8 @@ def soft_masks(queries: Tensor, keys: Tensor, eps: float = 1e-6) -> Tensor:
     """
     queries = F.normalize(queries, dim=1)
     sims = queries @ F.normalize(keys.flatten(1), dim=0)
-    sims = sims - sims.min(dim=1, keepdim=True).values
-    sims = sims / sims.max(dim=1, keepdim=True).values.clamp(min=eps)
+    sims.sub_(sims.min(dim=1, keepdim=True).values)  # in place: same values, no (N, H*W) temporaries
+    sims.div_(sims.max(dim=1, keepdim=True).values.clamp(min=eps))
     return sims.view(len(queries), *keys.shape[-2:])
 
 
@@ -91,6 +91,13 @@ def valid_feature_region(img_shape: Tuple[int, int], input_shape: Tuple[int, int
         cells.append(num)
         fractions.append(min(1.0, size / (num * stride)))
     return tuple(cells), tuple(fractions)
+
+
+def _projections(masks: Tensor) -> Tuple[Tensor, Tensor]:
+    """(n, h, w) bool -> (n, h) rows and (n, w) columns that each mask occupies (bool), as a max over bytes:
+    ~20x faster than ``any`` over bools on a CPU."""
+    as_bytes = masks.view(torch.uint8)
+    return as_bytes.amax(2).bool(), as_bytes.amax(1).bool()
 
 
 @MODELS.register_module()
@@ -215,7 +222,7 @@ class FreeMaskGenerator(BaseModel):
         queries = F.normalize(pyramid_queries(feat, self.query_scales), dim=1)
         soft = soft_masks(queries, feat)
         binary = soft >= self.tau
-        keep = binary.flatten(1).sum(1) > 1
+        keep = binary.view(torch.uint8).flatten(1).sum(1, dtype=torch.int32) > 1  # bytes sum faster than bools
         soft, binary, queries = soft[keep], binary[keep], queries[keep]
         scores, labels, _, kept = mask_matrix_nms(
             binary, binary.new_zeros(len(binary), dtype=torch.long), maskness(soft, binary),
@@ -235,8 +242,7 @@ class FreeMaskGenerator(BaseModel):
         Args:
             results (InstanceData): ``masks`` (n, h, w) bool and ``scores`` (n, ).
         """
-        masks = results.masks
-        return self._passes_filters(masks.any(2), masks.any(1), results.scores)
+        return self._passes_filters(*_projections(results.masks), results.scores)
 
     def _passes_filters(self, rows: Tensor, cols: Tensor, scores: Tensor) -> Tensor:
         """The filters of :meth:`filter_masks` from the masks' projections.
@@ -287,11 +293,14 @@ class FreeMaskGenerator(BaseModel):
         size = (math.ceil(height / image_fraction[0] - 1e-6), math.ceil(width / image_fraction[1] - 1e-6))
         masks = torch.empty((len(soft), height, width), dtype=torch.bool, device=soft.device)
         keep = torch.zeros(len(soft), dtype=torch.bool, device=soft.device)
+        # the score filter needs no mask: a mask it drops is never upsampled (one host sync for all)
+        candidates = range(len(soft)) if self.min_score is None else (scores >= self.min_score).nonzero()[:, 0].tolist()
         count = 0
-        for index in range(len(soft)):
+        for index in candidates:
             full = F.interpolate(soft[index][None, None], size=size, mode='bilinear', align_corners=False)
             mask = torch.ge(full[0, 0, :height, :width], self.mask_thr, out=masks[count])
             del full
-            keep[index] = self._passes_filters(mask.any(1)[None], mask.any(0)[None], scores[index][None])[0]
+            rows, cols = _projections(mask[None])
+            keep[index] = self._passes_filters(rows, cols, scores[index][None])[0]
             count += int(keep[index])
         return keep, masks[:count]
