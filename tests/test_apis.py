@@ -186,7 +186,8 @@ def test_every_config_path_named_in_docs_and_tools_exists():
     texts = [REPO / 'README.md', *sorted((REPO / 'tools').glob('*.py')), *sorted((REPO / 'configs').rglob('*.py'))]
     named = set()
     for path in texts:
-        for match in re.finditer(r'(?<![\w/.])((?:\./|\.\./)*(?:configs/)?[\w./-]*freesolo[\w-]*\.py)', path.read_text()):
+        pattern = r'(?<![\w/.])((?:\./|\.\./)*(?:configs/)?[\w./-]*freesolo[\w-]*\.py)'
+        for match in re.finditer(pattern, path.read_text()):
             named.add((path, match.group(1)))
     missing = []
     for path, name in named:

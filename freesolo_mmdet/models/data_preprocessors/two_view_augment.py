@@ -19,7 +19,9 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import BaseBoxes
 from mmdet.structures.mask import BitmapMasks
 
-__all__ = ['adjust_hue', 'gaussian_blur', 'masks_as_tensor', 'paste_masks', 'PasteResult', 'tight_boxes', 'TwoViewAugment']
+__all__ = [
+    'adjust_hue', 'gaussian_blur', 'masks_as_tensor', 'paste_masks', 'PasteResult', 'tight_boxes', 'TwoViewAugment'
+]
 
 # ITU-R 601 luma weights (R, G, B), as PIL's and torchvision's grayscale.
 _LUMA = (0.299, 0.587, 0.114)

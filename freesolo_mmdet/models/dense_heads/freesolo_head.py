@@ -11,11 +11,16 @@ section 2):
   embedding per cell, trained with ``1 - cos(pred, emb of the assigned
   coarse mask)`` on positive cells whose mask has a non-zero ``emb``;
 * predictions carry tight ``bboxes`` derived from the masks and the ``embs`` of
-  the kept cells (L2-normalised).
+  the kept cells (L2-normalised);
+* optional DropLoss (CutLER, spec section 7; off by default): no category
+  loss on negative cells whose predicted mask overlaps no pseudo label.
 """
 import warnings
+from contextlib import nullcontext
 from typing import List, Optional, Tuple
 
+import mmcv
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,9 +41,9 @@ __all__ = ['FreeSOLOHead']
 
 
 class _TensorMasks:
-    """(n, H, W) bool mask tensor with the ``BitmapMasks`` methods that mmdet's mask heads call on ground truth
-    (``pad``, ``to_tensor``, indexing, ``cat``): :class:`TwoViewAugment` leaves the training masks as tensors on the device,
-    and they stay there."""
+    """(n, H, W) bool mask tensor with the ``BitmapMasks`` methods that mmdet's mask heads call on ground
+    truth (``pad``, ``to_tensor``, indexing, ``cat``): :class:`TwoViewAugment` leaves the training masks as
+    tensors on the device, and they stay there."""
 
     def __init__(self, masks: Tensor) -> None:
         self.masks = masks
@@ -84,9 +89,45 @@ class FreeSOLOHead(SOLOV2Head):
         with_emb (bool): Whether to build and train the embedding branch.
         loss_mask (dict, optional): SOLOv2's dice loss; not used by FreeSOLO,
             accepted (with a warning) so that SOLOv2 base configs still build.
+        drop_loss_thr (float, optional): DropLoss (CutLER, Wang et al.,
+            CVPR 2023; spec section 7). ``None`` (default) disables it: the
+            category loss is FreeSOLO's / SOLOv2's. Otherwise a float in
+            [0, 1] (CutLER uses 0.01): a *negative* cell (not assigned to
+            any pseudo label) whose predicted mask has a best IoU below it
+            with every pseudo label of its image gets weight 0 in the
+            category (focal) loss, so that the head is not taught that
+            objects the pseudo masks missed are background. Positive cells
+            keep all their losses and ``avg_factor`` stays SOLOv2's
+            ``num_pos + 1``. Details:
+
+            * predicted mask of a cell: its dynamic kernel applied to the
+              mask features, ``sigmoid > test_cfg.mask_thr`` (0.5 when the
+              head has no ``test_cfg``), i.e. the region inference would
+              output, at the mask-feature resolution (H/4, W/4), not
+              downsampled further;
+            * pseudo labels: the gt masks downsampled to that resolution
+              exactly as SOLOv2's mask targets (``mmcv.imrescale`` by
+              ``1 / mask_stride``, pasted top-left);
+            * IoU of the binary masks (intersection / union of pixel
+              counts); an empty predicted mask, and every cell of an image
+              without pseudo labels, has IoU 0 and is dropped (inference
+              discards empty masks anyway);
+            * computed without gradient and outside autocast (float32
+              pixel counts), ``drop_loss_chunk`` cells at a time: memory is
+              ``drop_loss_chunk * H/4 * W/4`` floats, compute about one
+              dynamic conv over all negative cells per image (for grids
+              40, 36, 24, 16, 12: 3,872 cells).
+
+            The loss dict then also carries ``drop_frac``: the fraction of
+            the batch's negative cells that were dropped. Its key has no
+            ``'loss'`` in it, so mmengine logs it and does not add it to the
+            total loss.
         **kwargs: Arguments of :class:`SOLOV2Head` (``mask_feature_head``,
             ``num_grids``, ...).
     """
+
+    # DropLoss computes this many cells' masks at a time.
+    drop_loss_chunk: int = 512
 
     def __init__(self,
                  *args,
@@ -107,7 +148,13 @@ class FreeSOLOHead(SOLOV2Head):
                  emb_channels: int = 128,
                  with_emb: bool = True,
                  loss_mask: OptConfigType = None,
+                 drop_loss_thr: Optional[float] = None,
                  **kwargs) -> None:
+        if drop_loss_thr is not None and not 0 <= drop_loss_thr <= 1:
+            raise ValueError(
+                f'drop_loss_thr must be None or in [0, 1], got '
+                f'{drop_loss_thr}.')
+        self.drop_loss_thr = drop_loss_thr
         if loss_mask is not None:
             warnings.warn('FreeSOLOHead ignores `loss_mask` (SOLOv2 dice): '
                           'masks are trained with the projection and '
@@ -261,7 +308,8 @@ class FreeSOLOHead(SOLOV2Head):
         Returns:
             dict[str, Tensor]: ``loss_maxproj``, ``loss_avgproj``,
             ``loss_pairwise`` (if enabled), ``loss_cls``, ``loss_emb`` (if
-            ``with_emb``).
+            ``with_emb``), and the logged, not summed, ``drop_frac`` (with
+            DropLoss).
         """
         featmap_sizes = mask_feats.size()[-2:]
         if (batch_color_similarity is not None
@@ -327,12 +375,142 @@ class FreeSOLOHead(SOLOV2Head):
             lvl_cls_preds.permute(0, 2, 3, 1).reshape(-1, self.num_classes)
             for lvl_cls_preds in mlvl_cls_preds
         ])
+        cls_weights, drop_frac = None, None
+        if self.drop_loss_thr is not None:
+            cls_weights, drop_frac = self._drop_loss_weights(
+                mlvl_kernel_preds, mask_feats, batch_gt_instances,
+                mask_targets, pos_masks, pos_gt_inds)
+            cls_weights = cls_weights.to(flatten_cls_preds.dtype)
         losses['loss_cls'] = self.loss_cls(
-            flatten_cls_preds, flatten_labels, avg_factor=num_pos + 1)
+            flatten_cls_preds,
+            flatten_labels,
+            weight=cls_weights,
+            avg_factor=num_pos + 1)
+        if drop_frac is not None:
+            losses['drop_frac'] = drop_frac
         if self.with_emb:
             losses['loss_emb'] = self._emb_loss(emb_preds, emb_targets,
                                                 mlvl_emb_preds)
         return losses
+
+    def _drop_loss_weights(self, mlvl_kernel_preds: List[Tensor],
+                           mask_feats: Tensor,
+                           batch_gt_instances: InstanceList,
+                           mask_targets: List[List[Tensor]],
+                           pos_masks: List[List[Tensor]],
+                           pos_gt_inds: List[List[Tensor]]
+                           ) -> Tuple[Tensor, Tensor]:
+        """DropLoss: the category loss weight of every cell.
+
+        Args:
+            mlvl_kernel_preds (list[Tensor]): per level (B, C * k * k, G, G).
+            mask_feats (Tensor): (B, C, h, w), h, w = H/4, W/4.
+            batch_gt_instances (list[:obj:`InstanceData`]): pseudo labels.
+            mask_targets, pos_masks, pos_gt_inds: per image and level, the
+                (num_pos, h, w) mask targets, (G * G, ) positive flags and
+                (num_pos, ) gt indexes of :meth:`_get_targets_single`.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``weights`` (sum over levels of B * G * G,
+            ) float, in the order of the flattened category labels (level,
+            image, row-major cell): 0 where a negative cell's predicted mask
+            has a best IoU below ``drop_loss_thr`` with the image's pseudo
+            labels, else 1; and ``drop_frac`` (), the fraction of negative
+            cells whose weight is 0 (no gradient).
+        """
+        featmap_sizes = mask_feats.shape[-2:]
+        mask_thr = (self.test_cfg or {}).get('mask_thr', 0.5)
+        device_type = mask_feats.device.type
+        no_autocast = (
+            torch.autocast(device_type=device_type, enabled=False)
+            if device_type in ('cuda', 'cpu') else nullcontext())
+        drops = []  # per image: per level (G * G, ) bool
+        with torch.no_grad(), no_autocast:
+            for img_id, gt_instances in enumerate(batch_gt_instances):
+                pos = torch.cat(pos_masks[img_id])
+                kernels = torch.cat([
+                    lvl_kernels[img_id].flatten(1)
+                    for lvl_kernels in mlvl_kernel_preds
+                ], dim=1).t()  # (num_cells, C * k * k)
+                gt_masks = self._pseudo_label_masks(
+                    gt_instances, mask_targets[img_id], pos_gt_inds[img_id],
+                    featmap_sizes, mask_feats.device)
+                best_ious = self._best_mask_ious(
+                    kernels[~pos], mask_feats[img_id], gt_masks, mask_thr)
+                drop = torch.zeros_like(pos)
+                drop[~pos] = best_ious < self.drop_loss_thr
+                drops.append(drop.split([g**2 for g in self.num_grids]))
+            weights = torch.cat([
+                drops[img_id][lvl] for lvl in range(self.num_levels)
+                for img_id in range(len(drops))
+            ]).logical_not().float()
+            num_neg = sum((~torch.cat(img)).sum() for img in pos_masks)
+            drop_frac = (weights.numel() - weights.sum()) / num_neg.clamp(
+                min=1)
+        return weights, drop_frac
+
+    def _pseudo_label_masks(self, gt_instances: InstanceData,
+                            mask_targets: List[Tensor],
+                            pos_gt_inds: List[Tensor],
+                            featmap_sizes: Tuple[int, int],
+                            device: torch.device) -> Tensor:
+        """(n, h, w) bool: an image's pseudo labels at the mask-feature
+        resolution, downsampled as SOLOv2's mask targets. Taken from the
+        targets of the positive cells (per level (num_pos, h, w), with their
+        (num_pos, ) gt indexes); a gt without positive cells (outside every
+        scale range) is downsampled here the same way."""
+        masks = torch.zeros((len(gt_instances), *featmap_sizes),
+                            dtype=torch.bool, device=device)
+        found = torch.zeros(len(gt_instances), dtype=torch.bool,
+                            device=device)
+        for targets, gt_inds in zip(mask_targets, pos_gt_inds):
+            masks[gt_inds] = targets.bool()
+            found[gt_inds] = True
+        missing = found.logical_not().nonzero().flatten().tolist()
+        if missing:
+            full = gt_instances.masks[missing].to_tensor(
+                dtype=torch.bool, device=device)
+            for gt_ind, full_mask in zip(missing, full):
+                small = mmcv.imrescale(
+                    np.uint8(full_mask.cpu().numpy()),
+                    scale=1. / self.mask_stride)
+                small = torch.from_numpy(small).to(device=device).bool()
+                small = small[:featmap_sizes[0], :featmap_sizes[1]]
+                masks[gt_ind, :small.shape[0], :small.shape[1]] = small
+        return masks
+
+    def _best_mask_ious(self, kernels: Tensor, mask_feats: Tensor,
+                        gt_masks: Tensor, mask_thr: float) -> Tensor:
+        """Best IoU of each cell's predicted mask with the pseudo labels.
+
+        Args:
+            kernels (Tensor): (m, C * k * k) dynamic kernels of m cells.
+            mask_feats (Tensor): (C, h, w) mask features of the image.
+            gt_masks (Tensor): (n, h, w) bool pseudo labels.
+            mask_thr (float): a pixel is in the predicted mask when its
+                probability is above it.
+
+        Returns:
+            Tensor: (m, ) float32 in [0, 1]; 0 when n == 0.
+        """
+        best = mask_feats.new_zeros(len(kernels), dtype=torch.float)
+        if len(kernels) == 0 or len(gt_masks) == 0:
+            return best
+        gts = gt_masks.flatten(1).float()  # (n, h * w)
+        gt_areas = gts.sum(1)
+        feats = mask_feats[None].float()
+        for start in range(0, len(kernels), self.drop_loss_chunk):
+            chunk = kernels[start:start + self.drop_loss_chunk].float()
+            logits = F.conv2d(
+                feats,
+                chunk.reshape(len(chunk), -1, self.dynamic_conv_size,
+                              self.dynamic_conv_size))[0]
+            preds = (logits.sigmoid() > mask_thr).flatten(1).float()
+            inters = preds @ gts.t()  # (chunk, n) pixel counts
+            unions = preds.sum(1, keepdim=True) + gt_areas - inters
+            best[start:start + len(chunk)] = (
+                inters / unions.clamp(min=1)).max(1).values
+        return best
 
     def _gt_embs(self, gt_instances: InstanceData) -> Tensor:
         """(n, D) embeddings of the gt instances; zeros when absent."""
