@@ -17,7 +17,7 @@ from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-__all__ = ['FreeMaskGenerator', 'pyramid_queries', 'soft_masks', 'maskness', 'valid_feature_region']
+__all__ = ['FreeMaskGenerator', 'pyramid_queries', 'soft_masks', 'maskness', 'resize_embedding', 'valid_feature_region']
 
 
 def pyramid_queries(feat: Tensor, scales: Sequence[float]) -> Tensor:
@@ -91,6 +91,14 @@ def valid_feature_region(img_shape: Tuple[int, int], input_shape: Tuple[int, int
         cells.append(num)
         fractions.append(min(1.0, size / (num * stride)))
     return tuple(cells), tuple(fractions)
+
+
+def resize_embedding(vectors: Tensor, emb_dim: Optional[int], mode: str = 'linear') -> Tensor:
+    """(n, E) -> (n, emb_dim) by resizing each vector as a 1-d signal along its channels (``F.interpolate``
+    with ``mode``); ``emb_dim`` None returns the vectors unchanged."""
+    if emb_dim is None:
+        return vectors
+    return F.interpolate(vectors[:, None], size=emb_dim, mode=mode)[:, 0]
 
 
 def _projections(masks: Tensor) -> Tuple[Tensor, Tensor]:
@@ -232,9 +240,7 @@ class FreeMaskGenerator(BaseModel):
 
     def embed(self, queries: Tensor) -> Tensor:
         """(n, E) unit query vectors -> (n, emb_dim) by resizing along channels (see class doc)."""
-        if self.emb_dim is None:
-            return queries
-        return F.interpolate(queries[:, None], size=self.emb_dim, mode=self.emb_mode)[:, 0]
+        return resize_embedding(queries, self.emb_dim, self.emb_mode)
 
     def filter_masks(self, results: InstanceData) -> Tensor:
         """(n, ) bool: non-empty masks that pass the switched-on filters.
