@@ -267,7 +267,8 @@ def test_predict_matches_solov2_with_boxes_and_embeddings():
             [k[img_id].flatten(1).t() for k in kernel_preds])
         for emb, mask in zip(result.embs, result.masks):
             cell = (cell_embs - emb).abs().sum(1).argmin()
-            assert torch.allclose(cell_embs[cell], emb)
+            # computed at the kept cells only (FreeSOLOHead.predict): equal up to float rounding
+            torch.testing.assert_close(cell_embs[cell], emb, rtol=1e-5, atol=1e-6)
             probs = torch.einsum('c,chw->hw', cell_kernels[cell],
                                  mask_feats[img_id]).sigmoid()
             expected = F.interpolate(

@@ -7,7 +7,8 @@ import torch
 from mmengine.structures import InstanceData
 
 from freesolo_mmdet.models.data_preprocessors.two_view_augment import (
-    TwoViewAugment, adjust_hue, gaussian_blur, paste_masks, tight_boxes)
+    TwoViewAugment, adjust_hue, gaussian_blur, paste_masks)
+from freesolo_mmdet.utils.mask_ops import tight_boxes
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import HorizontalBoxes

@@ -17,6 +17,8 @@ from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from freesolo_mmdet.utils.mask_ops import mask_projections
+
 __all__ = ['FreeMaskGenerator', 'pyramid_queries', 'soft_masks', 'maskness', 'resize_embedding', 'valid_feature_region']
 
 
@@ -99,13 +101,6 @@ def resize_embedding(vectors: Tensor, emb_dim: Optional[int], mode: str = 'linea
     if emb_dim is None:
         return vectors
     return F.interpolate(vectors[:, None], size=emb_dim, mode=mode)[:, 0]
-
-
-def _projections(masks: Tensor) -> Tuple[Tensor, Tensor]:
-    """(n, h, w) bool -> (n, h) rows and (n, w) columns that each mask occupies (bool), as a max over bytes:
-    ~20x faster than ``any`` over bools on a CPU."""
-    as_bytes = masks.view(torch.uint8)
-    return as_bytes.amax(2).bool(), as_bytes.amax(1).bool()
 
 
 @MODELS.register_module()
@@ -248,7 +243,7 @@ class FreeMaskGenerator(BaseModel):
         Args:
             results (InstanceData): ``masks`` (n, h, w) bool and ``scores`` (n, ).
         """
-        return self._passes_filters(*_projections(results.masks), results.scores)
+        return self._passes_filters(*mask_projections(results.masks), results.scores)
 
     def _passes_filters(self, rows: Tensor, cols: Tensor, scores: Tensor) -> Tensor:
         """The filters of :meth:`filter_masks` from the masks' projections.
@@ -306,7 +301,7 @@ class FreeMaskGenerator(BaseModel):
             full = F.interpolate(soft[index][None, None], size=size, mode='bilinear', align_corners=False)
             mask = torch.ge(full[0, 0, :height, :width], self.mask_thr, out=masks[count])
             del full
-            rows, cols = _projections(mask[None])
+            rows, cols = mask_projections(mask[None])
             keep[index] = self._passes_filters(rows, cols, scores[index][None])[0]
             count += int(keep[index])
         return keep, masks[:count]
