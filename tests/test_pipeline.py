@@ -131,6 +131,30 @@ def test_rerun_is_fresh_never_stale(demo, capsys):
     assert lines['pseudo_labels'] == 'running: score_thr 0.3 -> 0.2'
 
 
+def test_three_rounds_with_merged_labels_from_the_previous_round(demo, capsys):
+    """--rounds 3 --labels merge --init previous: round 2 retrains on the round-1 pseudo labels merged with
+    the Free Masks, round 3 on round 2's merged with those, each from the previous round's checkpoint."""
+    root, argv, _ = demo
+    work = root / 'elsewhere' / 'w'
+    options = ['--rounds', '3', '--labels', 'merge', '--init', 'previous', '--score-thr', '0',
+               '--train-cfg-options', 'model.test_cfg.score_thr=0', 'model.test_cfg.filter_thr=0']  # 4 iterations
+    table, out = run_here(root, [*argv, *options], capsys)
+    lines = stage_lines(out)
+    assert lines['free_masks'] == 'up to date'
+    for stage in ('round1', 'labels_round2', 'round2', 'pseudo_labels_round2', 'labels_round3', 'round3'):
+        assert f'[{stage}] running' in out, (stage, lines)
+    assert list(table) == ['Free Masks', 'round 1', 'round 2', 'round 3']
+    pseudo = json.loads((work / 'pseudo_labels_round2.json').read_text())
+    merged = json.loads((work / 'labels_round3.json').read_text())
+    kept = merged['info']['merged']['old_labels_kept']
+    assert len(merged['annotations']) == len(pseudo['annotations']) + kept
+    dumped = ''.join(path.read_text() for path in (work / 'round3').glob('*.py'))  # the config mmengine saved
+    assert f"load_from = '{work / 'round2' / 'iter_4.pth'}'" in dumped
+    again, out = run_here(root, [*argv, *options], capsys)
+    assert again == table
+    assert all(state == 'up to date' for name, state in stage_lines(out).items() if name != 'metrics')
+
+
 def write_demo(root: Path, num_train: int = 6) -> Path:
     make_demo_dataset(str(root / 'data'), num_train=num_train, num_val=1, image_size=96, progress=False)
     return root / 'data' / 'train'

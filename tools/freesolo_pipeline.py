@@ -34,6 +34,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--iters', type=int, help='training iterations per round (default: the config\'s)')
     parser.add_argument('--score-thr', type=float, default=0.3, help='pseudo-label score threshold')
     parser.add_argument('--max-per-img', type=int, default=20, help='pseudo labels per image at most')
+    parser.add_argument('--rounds', type=int, default=2,
+                        help='training rounds: 1 on the Free Masks, then self-training on pseudo labels (default 2)')
+    parser.add_argument('--labels', choices=['replace', 'merge'], default='replace',
+                        help="a self-training round's labels: the previous round's pseudo labels ('replace', "
+                        "FreeSOLO) or those plus the earlier labels that none overlaps ('merge', CutLER)")
+    parser.add_argument('--init', choices=['initial', 'previous'], default='initial',
+                        help="each round starts from the config's initial weights ('initial', FreeSOLO) or from the "
+                        "previous round ('previous')")
     parser.add_argument('--overlay-thr', type=float, default=0.3, help='score of the masks drawn on overlays')
     parser.add_argument('--max-overlays', type=int, default=100, help='overlay pictures written at most')
     parser.add_argument('--free-mask-cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
@@ -56,7 +64,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         val_images=args.val_images, val_ann=args.val_ann, iters=args.iters,
                         score_thr=args.score_thr, max_per_img=args.max_per_img, overlay_thr=args.overlay_thr,
                         max_overlays=args.max_overlays, free_mask_cfg_options=args.free_mask_cfg_options,
-                        train_cfg_options=args.train_cfg_options)
+                        train_cfg_options=args.train_cfg_options, num_rounds=args.rounds, label_mode=args.labels,
+                        init=args.init)
 
 
 if __name__ == '__main__':

@@ -7,6 +7,9 @@
 3. ``pseudo_labels``: the round-1 model's confident masks (:func:`predict_masks`: score >= 0.3, at most 20
    per image, none wider than 95% of the image) -> ``W/pseudo_labels_round1.json``.
 4. ``round2``: FreeSOLO trained again from the same initial weights on the pseudo labels -> ``W/round2/``.
+   With ``num_rounds`` > 2, steps 3-4 repeat (``pseudo_labels_round{k}``, ``round{k+1}``); options merge
+   the earlier labels in (``label_mode='merge'``, ``W/labels_round{k+1}.json``) and start each round from
+   the previous one (``init='previous'``).
 5. ``predict``: the final model's masks on every image -> ``W/masks.json``; ``overlays``: pictures of them
    -> ``W/overlays/<file name>.jpg``.
 6. ``metrics`` (with a val set): class-agnostic mask and box AP/AR of the Free Masks, round 1 and round 2
@@ -36,7 +39,9 @@ from pycocotools.coco import COCO
 from freesolo_mmdet.datasets.demo_scenes import draw_instances
 from freesolo_mmdet.datasets.image_list import list_images
 from freesolo_mmdet.datasets.transforms.load_any_image import read_image
+from freesolo_mmdet.engine.label_merge import merge_pseudo_labels
 from freesolo_mmdet.evaluation.class_agnostic_coco_metric import class_agnostic_cocoeval
+from freesolo_mmdet.free_mask.coco_writer import dump_json_atomic
 from freesolo_mmdet.utils.offline_backbones import DEMO_WEIGHTS_NAME, convert_deepsort_mobilenetv2
 from .config import InputError, check_writable, load_config
 from .free_mask import free_mask_options, generate_free_masks, report_path
@@ -170,7 +175,10 @@ def run_pipeline(images: str,
                  overlay_thr: float = 0.3,
                  max_overlays: int = 100,
                  free_mask_cfg_options: Optional[dict] = None,
-                 train_cfg_options: Optional[dict] = None) -> Dict[str, Dict[str, List[float]]]:
+                 train_cfg_options: Optional[dict] = None,
+                 num_rounds: int = 2,
+                 label_mode: str = 'replace',
+                 init: str = 'initial') -> Dict[str, Dict[str, List[float]]]:
     """Every stage of FreeSOLO on a folder of images (see the module docstring).
 
     Args:
@@ -186,6 +194,13 @@ def run_pipeline(images: str,
         overlay_thr (float): score of the masks drawn on the overlays.
         max_overlays (int): overlay pictures written at most.
         free_mask_cfg_options, train_cfg_options (dict, optional): overrides of existing config keys.
+        num_rounds (int): training rounds: round 1 on the Free Masks, each later one on the previous
+            round's pseudo labels. Defaults to 2 (FreeSOLO: one round of self-training).
+        label_mode (str): ``'replace'`` (FreeSOLO): a round trains on the previous round's pseudo labels
+            only; ``'merge'`` (CutLER): plus the labels the previous round was trained on that no new
+            label overlaps (mask IoU < 0.5), :func:`merge_pseudo_labels`.
+        init (str): ``'initial'`` (FreeSOLO): every round starts from the config's initial weights;
+            ``'previous'``: from the previous round's final checkpoint.
 
     Returns:
         dict: ``{model name: {'segm': 12 stats, 'bbox': 12 stats}}`` (empty without a val set).
@@ -195,6 +210,12 @@ def run_pipeline(images: str,
     """
     start = time.time()
     rank, world_size = get_dist_info()
+    if num_rounds < 1:
+        raise InputError(f'--rounds must be at least 1, got {num_rounds}')
+    if label_mode not in ('replace', 'merge'):
+        raise InputError(f"--labels must be 'replace' or 'merge', got {label_mode!r}")
+    if init not in ('initial', 'previous'):
+        raise InputError(f"--init must be 'initial' or 'previous', got {init!r}")
     if bool(val_images) != bool(val_ann):
         raise InputError('--val-images and --val-ann go together')
     for path, what in ((images, '--images'), (val_images, '--val-images')):
@@ -229,9 +250,11 @@ def run_pipeline(images: str,
         raise InputError(f'Free Mask found no mask on any of the {report["num_images"]} files in {images} '
                          f'({report["num_skipped"]} unreadable): see {osp.join(w, "free_masks.report.json")}')
 
-    # 2.-4. self-supervised SOLO, pseudo labels, and one round of self-training from the same init
-    def train_round(name: str, ann_file: str, upstream: StageRecord) -> Tuple[str, StageRecord]:
-        cfg = derive_train_config(base_cfg, ann_file, images, osp.join(w, name), max_iters=iters)
+    # 2.-4. self-supervised SOLO on the Free Masks, then rounds of self-training on pseudo labels
+    def train_round(name: str, ann_file: str, upstream: StageRecord,
+                    load_from: Optional[str] = None) -> Tuple[str, StageRecord]:
+        cfg = derive_train_config(base_cfg, ann_file, images, osp.join(w, name), max_iters=iters,
+                                  load_from=load_from)
         record = StageRecord(records, name, dict(config=cfg.to_dict(), weights=_local_checkpoints(base_cfg),
                                                  upstream=upstream.upstream()), [osp.join(w, name)])
         if _begin(record):
@@ -242,22 +265,41 @@ def run_pipeline(images: str,
         return _on_rank0(record.result()['checkpoint'] if rank == 0 else None), record
 
     rounds = {}
-    rounds['round 1'], round1 = train_round('round1', free_masks, fm_record)
-    pseudo = osp.join(w, 'pseudo_labels_round1.json')
-    pseudo_record = StageRecord(records, 'pseudo_labels', dict(
-        **inputs, model=file_identity(rounds['round 1']), upstream=round1.upstream(), score_thr=score_thr,
-        max_per_img=max_per_img, max_width=0.95), [pseudo, report_path(pseudo)])
-    if _begin(pseudo_record):
-        predict_masks(base_cfg, rounds['round 1'], image_list, pseudo, score_thr=score_thr,
-                      max_per_img=max_per_img, max_width=0.95)
-        if rank == 0:
-            pseudo_record.finish()
-    final_record = round1
-    if _read_report(pseudo)['num_annotations']:
-        rounds['round 2'], final_record = train_round('round2', pseudo, pseudo_record)
-    else:
-        _say(f'[round2] skipped: no prediction of the round-1 model reached score {score_thr}; '
-             'the round-1 model is the final one (train longer: --iters)')
+    rounds['round 1'], final_record = train_round('round1', free_masks, fm_record)
+    labels, labels_record = free_masks, fm_record  # what the last round was trained on
+    for number in range(2, num_rounds + 1):
+        previous = rounds[f'round {number - 1}']
+        pseudo = osp.join(w, f'pseudo_labels_round{number - 1}.json')
+        pseudo_record = StageRecord(
+            records, 'pseudo_labels' if number == 2 else f'pseudo_labels_round{number - 1}', dict(
+                **inputs, model=file_identity(previous), upstream=final_record.upstream(), score_thr=score_thr,
+                max_per_img=max_per_img, max_width=0.95), [pseudo, report_path(pseudo)])
+        if _begin(pseudo_record):
+            predict_masks(base_cfg, previous, image_list, pseudo, score_thr=score_thr, max_per_img=max_per_img,
+                          max_width=0.95)
+            if rank == 0:
+                pseudo_record.finish()
+        if not _read_report(pseudo)['num_annotations']:
+            _say(f'[round{number}] skipped: no prediction of the round-{number - 1} model reached score '
+                 f'{score_thr}; the round-{number - 1} model is the final one (train longer: --iters)')
+            break
+        if label_mode == 'merge':
+            merged = osp.join(w, f'labels_round{number}.json')
+            merge_record = StageRecord(records, f'labels_round{number}', dict(
+                upstream=[pseudo_record.upstream(), labels_record.upstream()], iou_thr=0.5), [merged])
+            if _begin(merge_record) and rank == 0:
+                with open(pseudo) as f, open(labels) as g:
+                    result = merge_pseudo_labels(json.load(f), json.load(g), iou_thr=0.5)
+                dump_json_atomic(result, merged)
+                print(f'[labels_round{number}] {len(result["annotations"])} labels: the round-{number - 1} '
+                      f'pseudo labels and {result["info"]["merged"]["old_labels_kept"]} earlier labels that no '
+                      'new one overlaps (IoU < 0.5)', flush=True)
+                merge_record.finish()
+            barrier()
+            pseudo, pseudo_record = merged, merge_record
+        labels, labels_record = pseudo, pseudo_record
+        rounds[f'round {number}'], final_record = train_round(
+            f'round{number}', pseudo, pseudo_record, load_from=previous if init == 'previous' else None)
     final = list(rounds.values())[-1]
 
     # 5. the final masks on every image, and pictures of them

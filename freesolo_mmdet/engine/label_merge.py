@@ -1,0 +1,59 @@
+"""Multi-round self-training labels (spec section 7, CutLER): a round's confident predictions, plus the
+earlier labels that no new prediction covers.
+
+Both inputs and the output are in the Free Mask json format (:mod:`freesolo_mmdet.free_mask.coco_writer`):
+RLE masks, ``score``, ``emb``, one ``object`` category; images are matched by ``file_name``.
+"""
+import copy
+from collections import defaultdict
+from typing import Dict, List
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+__all__ = ['merge_pseudo_labels']
+
+
+def _rles(annotations: List[dict]) -> List[dict]:
+    return [dict(size=a['segmentation']['size'], counts=a['segmentation']['counts'].encode('ascii')
+                 if isinstance(a['segmentation']['counts'], str) else a['segmentation']['counts'])
+            for a in annotations]
+
+
+def merge_pseudo_labels(new: dict, old: dict, iou_thr: float = 0.5) -> dict:
+    """``new``'s labels, plus each label of ``old`` whose mask IoU with every new label of its image is
+    below ``iou_thr``.
+
+    Args:
+        new (dict): this round's pseudo labels (COCO dict); its ``images`` are the output's images.
+        old (dict): the labels the round was trained on.
+        iou_thr (float): an old label is kept only if no new label overlaps it this much.
+
+    Returns:
+        dict: the merged labels, annotation ids 1..N in image order (new labels first in each image),
+        with ``info.merged`` counting the old labels kept.
+    """
+    old_by_file: Dict[str, List[dict]] = defaultdict(list)
+    old_ids = {image['id']: image['file_name'] for image in old['images']}
+    for annotation in old['annotations']:
+        old_by_file[old_ids[annotation['image_id']]].append(annotation)
+    new_by_image: Dict[int, List[dict]] = defaultdict(list)
+    for annotation in new['annotations']:
+        new_by_image[annotation['image_id']].append(annotation)
+
+    annotations, kept = [], 0
+    for image in new['images']:
+        fresh = new_by_image[image['id']]
+        earlier = old_by_file.get(image['file_name'], [])
+        if earlier and fresh:
+            ious = np.asarray(mask_util.iou(_rles(earlier), _rles(fresh), [0] * len(fresh))).reshape(
+                len(earlier), len(fresh))
+            earlier = [a for a, best in zip(earlier, ious.max(axis=1)) if best < iou_thr]
+        kept += len(earlier)
+        for annotation in fresh + earlier:
+            annotation = copy.deepcopy(annotation)
+            annotation.update(id=len(annotations) + 1, image_id=image['id'])
+            annotations.append(annotation)
+    merged = dict(new, annotations=annotations)
+    merged['info'] = dict(new.get('info') or {}, merged=dict(old_labels_kept=kept, iou_thr=iou_thr))
+    return merged

@@ -1,0 +1,43 @@
+"""merge_pseudo_labels: new labels, plus the earlier ones that no new label overlaps (mask IoU < 0.5)."""
+import numpy as np
+
+from freesolo_mmdet.engine.label_merge import merge_pseudo_labels
+from freesolo_mmdet.free_mask.coco_writer import mask_to_rle
+
+
+def box_mask(top, left, bottom, right, shape=(20, 20)):
+    mask = np.zeros(shape, bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def labels(images, masks_per_file):
+    """A Free Mask-format dict; ``images`` is [(id, file_name)]."""
+    annotations = []
+    for image_id, file_name in images:
+        for mask in masks_per_file.get(file_name, []):
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, segmentation=mask_to_rle(mask),
+                                    score=0.9, emb=[1.0], area=int(mask.sum()), iscrowd=0, category_id=1))
+    return dict(images=[dict(id=i, file_name=f, height=20, width=20) for i, f in images],
+                annotations=annotations, categories=[dict(id=1, name='object')])
+
+
+def test_old_labels_are_kept_only_where_no_new_label_overlaps_them():
+    square = box_mask(0, 0, 10, 10)  # area 100
+    overlapping = box_mask(0, 0, 10, 8)  # IoU 0.8 with square
+    touching = box_mask(0, 5, 10, 15)  # IoU 50 / 150 = 0.33 with square
+    far = box_mask(12, 12, 20, 20)
+    new = labels([(1, 'a.jpg'), (2, 'b.jpg')], {'a.jpg': [square], 'b.jpg': []})
+    # the old file lists the images under other ids: matched by file name
+    old = labels([(7, 'b.jpg'), (9, 'a.jpg')], {'a.jpg': [overlapping, touching, far], 'b.jpg': [far]})
+    merged = merge_pseudo_labels(new, old)
+    by_image = {1: [], 2: []}
+    for annotation in merged['annotations']:
+        by_image[annotation['image_id']].append(annotation)
+    assert [a['area'] for a in by_image[1]] == [100, 100, 64]  # square (new), then touching and far (old)
+    assert [a['area'] for a in by_image[2]] == [64]  # an image without new labels keeps its old ones
+    assert [a['id'] for a in merged['annotations']] == [1, 2, 3, 4]
+    assert merged['info']['merged'] == dict(old_labels_kept=3, iou_thr=0.5)
+    assert merged['images'] == new['images']
+    # at IoU threshold 0.3 the touching square (0.33) counts as covered too
+    assert merge_pseudo_labels(new, old, iou_thr=0.3)['info']['merged']['old_labels_kept'] == 2
