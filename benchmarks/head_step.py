@@ -61,15 +61,19 @@ def make_batch(batch: int, size: int, num_objects: int, device: str, seed: int =
     return dict(inputs=inputs, data_samples=samples)
 
 
-def median_time(fn, repeats: int, device: str) -> float:
-    """Median wall time of ``repeats`` calls of ``fn`` (after one warm-up call)."""
-    fn()
+def median_time(fn, repeats: int, device: str, setup=None) -> float:
+    """Median wall time of ``repeats`` calls of ``fn()`` (after one warm-up call); with ``setup``, of
+    ``fn(setup())``, ``setup`` not timed (e.g. a fresh copy of what ``fn`` mutates)."""
+    call = (lambda arg: fn()) if setup is None else fn
+    make = setup or (lambda: None)
+    call(make())
     times = []
     for _ in range(repeats):
+        arg = make()
         if device == 'cuda':
             torch.cuda.synchronize()
         start = time.perf_counter()
-        fn()
+        call(arg)
         if device == 'cuda':
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

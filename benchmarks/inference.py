@@ -31,7 +31,7 @@ from mmengine.structures import InstanceData
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from head_step import median_time  # noqa: E402
-from train_step import build_models  # noqa: E402
+from train_step import add_size_arguments, build_models, parse_size_arguments  # noqa: E402
 
 from mmdet.structures import DetDataSample  # noqa: E402
 
@@ -49,20 +49,9 @@ def make_image_batch(batch: int, height: int, width: int, seed: int = 0) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--height', type=int, default=800)
-    parser.add_argument('--width', type=int, default=1216)
-    parser.add_argument('--size', type=int, help='square images of this side (overrides --height and --width)')
-    parser.add_argument('--batch', type=int, default=1)
+    add_size_arguments(parser, batch=1)
     parser.add_argument('--max-per-img', type=int, default=100, help='masks kept per image (test_cfg)')
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
-    parser.add_argument('--threads', type=int, default=1, help='torch.set_num_threads (CPU)')
-    args = parser.parse_args()
-    if args.size is not None:
-        args.height = args.width = args.size
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: CUDA is not available')
-    torch.set_num_threads(args.threads)
+    args = parse_size_arguments(parser)
     MMLogger.get_instance('inference_benchmark', log_level='WARNING')
     device = args.device
 

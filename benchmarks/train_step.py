@@ -27,9 +27,7 @@ preprocessed B images, the yardstick of the augment. Issue targets (CPU, 1 threa
 import argparse
 import copy
 import os.path as osp
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -91,30 +89,22 @@ def build_models(device: str) -> tuple:
 
 def median_time_setup(setup, fn, repeats: int, device: str) -> float:
     """Median wall time of ``fn(setup())`` over ``repeats`` calls after one warm-up; ``setup`` is not timed."""
-    fn(setup())
-    times = []
-    for _ in range(repeats):
-        arg = setup()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn(arg)
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_time(fn, repeats, device, setup=setup)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_size_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
+    """The options that train_step.py and inference.py share: image size, batch, repeats, device, threads."""
     parser.add_argument('--height', type=int, default=800, help='image height (a multiple of 32)')
     parser.add_argument('--width', type=int, default=1216, help='image width (a multiple of 32)')
     parser.add_argument('--size', type=int, help='square images of this side (overrides --height and --width)')
-    parser.add_argument('--batch', type=int, default=2, help='images per batch, before the two-view doubling')
-    parser.add_argument('--num-objects', type=int, default=20, help='ground-truth masks per image')
+    parser.add_argument('--batch', type=int, default=batch, help='images per batch')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--threads', type=int, default=1, help='torch.set_num_threads (CPU)')
+
+
+def parse_size_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, check the sizes and the device, and set the number of threads."""
     args = parser.parse_args()
     if args.size is not None:
         args.height = args.width = args.size
@@ -123,6 +113,14 @@ def main() -> None:
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: CUDA is not available')
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_size_arguments(parser, batch=2)  # images per batch, before the two-view doubling
+    parser.add_argument('--num-objects', type=int, default=20, help='ground-truth masks per image')
+    args = parse_size_arguments(parser)
     # past the pairwise loss's warm-up, so that it is computed at full weight
     MessageHub.get_current_instance().update_info('iter', 10**6)
     device = args.device

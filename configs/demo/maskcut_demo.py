@@ -11,15 +11,9 @@
 # (val 0.31 / 0.24): 17x17 cells of supervised features, and MaskCut makes at most num_objects masks per image.
 _base_ = ['./free_mask_demo.py']
 
-model = dict(
+model = dict(  # MaskCutGenerator's defaults (num_objects 3, corner_rule 3, bilinear refinement) otherwise
     _delete_=True,  # none of Free Mask's query / NMS settings apply
     type='MaskCutGenerator',
     data_preprocessor={{_base_.model.data_preprocessor}},
     backbone={{_base_.model.backbone}},
-    feature_level=-1,
-    tau=0.7,  # CutLER: 0.15 on DINO keys; see above
-    num_objects=3,
-    corner_rule=3,
-    refine='bilinear',
-    min_refine_iou=0.5,
-    emb_dim=128)
+    tau=0.7)  # CutLER: 0.15 on DINO keys; see above

@@ -9,20 +9,10 @@
 # the graph links only the closest pairs, e.g. --cfg-options model.tau=0.6.
 _base_ = './free_mask_r50_densecl.py'
 
-model = dict(
+model = dict(  # MaskCutGenerator's defaults: 3 objects per image, a side holding >= 3 of the 4 corner cells is
+    # taken for background, bilinear refinement checked at IoU 0.5, 128-d embeddings
     _delete_=True,  # none of Free Mask's query / NMS settings apply
     type='MaskCutGenerator',
     data_preprocessor={{_base_.model.data_preprocessor}},
     backbone={{_base_.model.backbone}},
-    feature_level=-1,
-    tau=0.15,  # see above: uncalibrated for this backbone
-    num_objects=3,
-    eps=1e-5,
-    corner_rule=3,  # a foreground side holding >= 3 of the 4 corner cells is taken for background and swapped
-    refine='bilinear',
-    min_refine_iou=0.5,
-    mask_thr=0.5,
-    min_score=None,
-    emb_dim=128,
-    emb_mode='linear',
-    eigh_dtype='float64')
+    tau=0.15)  # see above: uncalibrated for this backbone
