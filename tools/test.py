@@ -11,6 +11,7 @@ the gloo process group itself: mmengine's ``init_dist`` would call ``torch.cuda.
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 
@@ -19,6 +20,10 @@ from freesolo_mmdet.apis import InputError, build_runner, load_config, run_main
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from mmdet.utils import setup_cache_size_limit_of_dynamo
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:  # configs under projects/ import their package (custom_imports) from the repo root
+    sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

