@@ -30,8 +30,7 @@ from torch import Tensor
 
 from mmdet.models.dense_heads import SOLOV2Head
 from mmdet.models.layers import mask_matrix_nms
-from mmdet.models.utils import (generate_coordinate, multi_apply,
-                                unpack_gt_instances)
+from mmdet.models.utils import generate_coordinate, multi_apply
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import (ConfigType, InstanceList, OptConfigType,
@@ -295,27 +294,11 @@ class FreeSOLOHead(SOLOV2Head):
         for sample in batch_data_samples:
             if isinstance(sample.gt_instances.get('masks'), Tensor):
                 sample.gt_instances.masks = _TensorMasks(sample.gt_instances.masks)
-        # BaseMaskHead.loss, with the towers' output instead of forward's:
-        # the embedding conv then runs at the positive cells only
-        mlvl_kernel_preds, mlvl_cls_preds, mask_feats, mlvl_cate_feats = \
-            self._forward_towers(x)
-        batch_gt_instances, batch_gt_instances_ignore, batch_img_metas = \
-            unpack_gt_instances(batch_data_samples)
-        for gt_instances, img_meta in zip(batch_gt_instances,
-                                          batch_img_metas):
-            gt_instances.masks = gt_instances.masks.pad(
-                img_meta['batch_input_shape'])
-        return self.loss_by_feat(
-            mlvl_kernel_preds,
-            mlvl_cls_preds,
-            mask_feats,
-            None,
-            batch_gt_instances=batch_gt_instances,
-            batch_img_metas=batch_img_metas,
+        return super().loss(
+            x,
+            batch_data_samples,
             positive_infos=positive_infos,
-            batch_gt_instances_ignore=batch_gt_instances_ignore,
             batch_color_similarity=color_sims,
-            mlvl_cate_feats=mlvl_cate_feats if self.with_emb else None,
             **kwargs)
 
     def _get_targets_single(self,
@@ -369,20 +352,12 @@ class FreeSOLOHead(SOLOV2Head):
                      batch_gt_instances: InstanceList,
                      batch_img_metas: List[dict],
                      batch_color_similarity: Optional[Tensor] = None,
-                     mlvl_cate_feats: Optional[List[Tensor]] = None,
                      **kwargs) -> dict:
         """Compute the FreeSOLO losses.
 
         Args:
             mlvl_kernel_preds, mlvl_cls_preds, mask_feats, mlvl_emb_preds:
-                outputs of :meth:`forward`; ``mlvl_emb_preds`` may be None
-                when ``mlvl_cate_feats`` is given.
-            mlvl_cate_feats (list[Tensor], optional): Per level (B,
-                feat_channels, G, G), the category tower's output: the
-                embeddings are then computed at the positive cells only
-                (:meth:`_emb_at_points`, what :meth:`loss` does), the same
-                values as ``conv_emb`` over every cell, at a fraction of the
-                cost of its forward and backward.
+                outputs of :meth:`forward`.
             batch_gt_instances (list[:obj:`InstanceData`]): ``masks`` padded
                 to the batch shape, ``bboxes``, ``labels`` and optionally
                 ``embs`` (n, D); all-zero rows mean "no embedding".
@@ -427,16 +402,9 @@ class FreeSOLOHead(SOLOV2Head):
                                             self.dynamic_conv_size))[0])
                 lvl_targets.append(mask_targets[img_id][lvl])
                 lvl_img_ids += [img_id] * len(inds)
-                if self.with_emb and mlvl_emb_preds is not None:
+                if self.with_emb:
                     emb_preds.append(
                         mlvl_emb_preds[lvl][img_id].flatten(1)[:, inds].t())
-                elif self.with_emb:
-                    offset = sum(g * g for g in self.num_grids[:lvl])
-                    emb_preds.append(self._emb_at_points(
-                        [feat[img_id] for feat in mlvl_cate_feats],
-                        mask_feats.new_tensor(inds, dtype=torch.long) +
-                        offset))
-                if self.with_emb:
                     emb_targets.append(
                         self._gt_embs(gt_instances)[pos_gt_inds[img_id][lvl]])
             if not lvl_logits:
@@ -616,12 +584,10 @@ class FreeSOLOHead(SOLOV2Head):
         return embs.float()
 
     def _emb_loss(self, emb_preds: List[Tensor], emb_targets: List[Tensor],
-                  mlvl_emb_preds: Optional[List[Tensor]]) -> Tensor:
+                  mlvl_emb_preds: List[Tensor]) -> Tensor:
         """``beta * mean(1 - cos)`` over positive cells whose coarse mask has
         a (non-zero) embedding; a graph-connected zero when there is none."""
-        zero = (sum(preds.sum() for preds in mlvl_emb_preds) * 0
-                if mlvl_emb_preds is not None else
-                sum(p.sum() for p in self.conv_emb.parameters()) * 0)
+        zero = sum(preds.sum() for preds in mlvl_emb_preds) * 0
         if not emb_preds:
             return zero
         preds, targets = torch.cat(emb_preds), torch.cat(emb_targets)
