@@ -87,11 +87,6 @@ def build_models(device: str) -> tuple:
     return solov2.to(device).train(), freesolo.to(device).train()
 
 
-def median_time_setup(setup, fn, repeats: int, device: str) -> float:
-    """Median wall time of ``fn(setup())`` over ``repeats`` calls after one warm-up; ``setup`` is not timed."""
-    return median_time(fn, repeats, device, setup=setup)
-
-
 def add_size_arguments(parser: argparse.ArgumentParser, batch: int) -> None:
     """The options that train_step.py and inference.py share: image size, batch, repeats, device, threads."""
     parser.add_argument('--height', type=int, default=800, help='image height (a multiple of 32)')
@@ -169,23 +164,22 @@ def main() -> None:
     num_views = len(doubled['inputs'])
 
     times = {}
-    times['solov2'] = median_time_setup(fresh, lambda data: step(solov2, data), args.repeats, device)
-    times['freesolo'] = median_time_setup(fresh, lambda data: step(freesolo, data), args.repeats, device)
-    times['preprocess'] = median_time_setup(fresh, lambda data: preprocessor(data, training=True), args.repeats,
-                                            device)
-    times['augment'] = median_time_setup(fresh_single, lambda batch: augment(*batch), args.repeats, device)
-    times['preprocess_single'] = median_time_setup(fresh, preprocess_without_augment, args.repeats, device)
+    times['solov2'] = median_time(lambda data: step(solov2, data), args.repeats, device, setup=fresh)
+    times['freesolo'] = median_time(lambda data: step(freesolo, data), args.repeats, device, setup=fresh)
+    times['preprocess'] = median_time(lambda data: preprocessor(data, training=True), args.repeats, device, setup=fresh)
+    times['augment'] = median_time(lambda batch: augment(*batch), args.repeats, device, setup=fresh_single)
+    times['preprocess_single'] = median_time(preprocess_without_augment, args.repeats, device, setup=fresh)
     times['extract_feat'] = median_time(lambda: freesolo.extract_feat(doubled['inputs']), args.repeats, device)
 
     def time_head_loss() -> float:
         """The head's loss on fixed features (with grad, as in the step); they are freed on return."""
         feats = freesolo.extract_feat(doubled['inputs'])
-        return median_time_setup(lambda: copy.deepcopy(doubled['data_samples']),
-                                 lambda samples: freesolo.mask_head.loss(feats, samples), args.repeats, device)
+        return median_time(lambda samples: freesolo.mask_head.loss(feats, samples), args.repeats, device,
+                           setup=lambda: copy.deepcopy(doubled['data_samples']))
 
     times['head_loss'] = time_head_loss()
-    times['backward'] = median_time_setup(lambda: losses_of(freesolo), lambda loss: loss.backward(), args.repeats,
-                                          device)
+    times['backward'] = median_time(lambda loss: loss.backward(), args.repeats, device,
+                                    setup=lambda: losses_of(freesolo))
     solov2.backbone.eval()
     with torch.no_grad():
         times['r50'] = median_time(lambda: solov2.backbone(single['inputs']), args.repeats, device)

@@ -6,12 +6,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-__all__ = ['any_pixel', 'mask_projections', 'mask_bounds', 'tight_boxes']
-
-
-def any_pixel(masks: Tensor) -> Tensor:
-    """(n, ...) bool -> (n, ) bool: whether each mask has a pixel."""
-    return masks.view(torch.uint8).flatten(1).amax(dim=1).bool()
+__all__ = ['mask_projections', 'mask_bounds', 'tight_boxes']
 
 
 def mask_projections(masks: Tensor) -> Tuple[Tensor, Tensor]:
@@ -23,8 +18,7 @@ def mask_projections(masks: Tensor) -> Tuple[Tensor, Tensor]:
 def mask_bounds(masks: Tensor) -> Tensor:
     """(n, H, W) bool -> (n, 5) long: top, bottom, left, right (exclusive ends) and whether the mask has a
     pixel; an empty mask's bounds are meaningless."""
-    as_bytes = masks.view(torch.uint8)
-    rows_hit, cols_hit = as_bytes.amax(dim=2), as_bytes.amax(dim=1)
+    rows_hit, cols_hit = (hits.to(torch.uint8) for hits in mask_projections(masks))
 
     def first_end(hits: Tensor) -> Tuple[Tensor, Tensor]:
         return hits.argmax(dim=1), hits.shape[1] - hits.flip(1).argmax(dim=1)

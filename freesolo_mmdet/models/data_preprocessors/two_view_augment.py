@@ -19,7 +19,7 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import BaseBoxes
 from mmdet.structures.mask import BitmapMasks
 
-from freesolo_mmdet.utils.mask_ops import any_pixel, mask_bounds, tight_boxes
+from freesolo_mmdet.utils.mask_ops import mask_bounds, tight_boxes
 
 __all__ = [
     'adjust_hue', 'gaussian_blur', 'masks_as_tensor', 'paste_masks', 'PasteResult', 'TwoViewAugment'
