@@ -122,6 +122,6 @@ param_scheduler = [dict(type='LinearLR', start_factor=0.01, by_epoch=False, begi
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=50),
+    logger=dict(type='RankZeroLoggerHook', interval=50),  # mmengine's LoggerHook, one writer of the test json
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=5000, max_keep_ckpts=3))
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)

@@ -11,7 +11,8 @@
 #              c('work_dirs/pretrained/mobilenetv2_imagenet_mmdet.pth')"
 _base_ = 'mmdet::_base_/default_runtime.py'
 
-custom_imports = dict(imports=['projects.maskcontrast.maskcontrast'], allow_failed_imports=False)
+custom_imports = dict(imports=['projects.maskcontrast.maskcontrast', 'freesolo_mmdet.engine'],
+                      allow_failed_imports=False)
 
 # paths below the repository, wherever the command runs from
 repo = '{{ fileDirname }}/../../..'
@@ -94,7 +95,8 @@ param_scheduler = [
 
 # ---------------------------------------------------------------- runtime
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),  # validation metrics at their iteration
+    # RankZeroLoggerHook: mmengine's LoggerHook with one writer of the test json; validation metrics at their iteration
+    logger=dict(type='RankZeroLoggerHook', interval=25, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=50, max_keep_ckpts=2, save_last=True),
     # tools/test.py --show-dir DIR draws the K-means segmentation of the first val images
     visualization=dict(_delete_=True, type='KMeansVisualizationHook', show_num=4))
