@@ -24,7 +24,7 @@ import os
 import os.path as osp
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -272,8 +272,21 @@ def _placement(rng: np.random.Generator, cutout: Cutout,
     """Random (2, 3) affine matrix: flip, scale, rotate, translate."""
     size = cfg.image_size
     low, high = cfg.scale_range
-    scale = size * np.exp(rng.uniform(np.log(low), np.log(high))) / max(
-        cutout.alpha.shape)
+    longest = size * np.exp(rng.uniform(np.log(low), np.log(high)))
+    return _affine(rng, cutout, longest, (size, size))
+
+
+def _affine(rng: np.random.Generator,
+            cutout: Cutout,
+            longest: float,
+            dsize: Tuple[int, int],
+            centre_low=0.1,
+            centre_high=0.9) -> np.ndarray:
+    """Random (2, 3) affine matrix that scales the cut-out's longest side to
+    ``longest`` pixels, flips and rotates it, and puts its centre at
+    ``uniform(centre_low, centre_high)`` times (W - 1, H - 1) of an image of
+    ``dsize`` (W, H); the bounds may be scalars or (x, y) pairs."""
+    scale = longest / max(cutout.alpha.shape)
     angle = np.deg2rad(rng.uniform(-20, 20) if cutout.upright else rng.
                        uniform(-180, 180))
     flip_x = rng.choice([-1.0, 1.0])
@@ -282,25 +295,34 @@ def _placement(rng: np.random.Generator, cutout: Cutout,
     linear = np.array([[cos, -sin], [sin, cos]]) @ np.diag(
         [scale * flip_x, scale * flip_y])
     src_centre = (np.array(cutout.alpha.shape[::-1]) - 1) / 2
-    dst_centre = rng.uniform(0.1, 0.9, size=2) * (size - 1)
+    dst_centre = rng.uniform(centre_low, centre_high, size=2) * (
+        np.array(dsize) - 1)
     return np.hstack([linear, (dst_centre - linear @ src_centre)[:, None]])
 
 
+def _dsize(size: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
+    """``size`` (square side) or (W, H) -> (W, H)."""
+    return (size, size) if np.isscalar(size) else tuple(size)
+
+
 def _warp_footprint(cutout: Cutout, matrix: np.ndarray,
-                    size: int) -> np.ndarray:
+                    size: Union[int, Tuple[int, int]]) -> np.ndarray:
+    """(H, W) bool footprint; ``size`` is a square side or (W, H)."""
     alpha = cutout.alpha.astype(np.uint8) * 255
-    return cv2.warpAffine(alpha, matrix, (size, size),
+    return cv2.warpAffine(alpha, matrix, _dsize(size),
                           flags=cv2.INTER_LINEAR) >= 128
 
 
 def _warp_pixels(rng: np.random.Generator, cutout: Cutout,
-                 matrix: np.ndarray, size: int) -> np.ndarray:
-    """Warped, colour-jittered cut-out pixels, (size, size, 3) uint8."""
+                 matrix: np.ndarray,
+                 size: Union[int, Tuple[int, int]]) -> np.ndarray:
+    """Warped, colour-jittered cut-out pixels, (H, W, 3) uint8; ``size`` is a
+    square side or (W, H)."""
     rgb = cutout.rgb
     shrink = np.sqrt(abs(np.linalg.det(matrix[:, :2])))
     if shrink < 1:  # anti-alias before shrinking
         rgb = cv2.GaussianBlur(rgb, (0, 0), 0.5 / shrink)
-    warped = cv2.warpAffine(rgb, matrix, (size, size),
+    warped = cv2.warpAffine(rgb, matrix, _dsize(size),
                             flags=cv2.INTER_LINEAR).astype(np.float32)
     grey = not np.any(cutout.rgb.max(axis=2) != cutout.rgb.min(axis=2))
     gains = rng.uniform(0.5, 1.2, size=3) if grey else rng.uniform(
@@ -447,7 +469,9 @@ def _prepare_out_dir(out_dir: str) -> None:
 
 
 def _write_image(path: str, rgb: np.ndarray, params: Sequence[int] = ()):
-    if not cv2.imwrite(path, np.ascontiguousarray(rgb[..., ::-1]), params):
+    """Write (H, W, 3) RGB, or (H, W) grey as a single-channel file."""
+    pixels = rgb[..., ::-1] if rgb.ndim == 3 else rgb
+    if not cv2.imwrite(path, np.ascontiguousarray(pixels), params):
         raise OSError(f'could not write {path!r}')
 
 
