@@ -223,3 +223,60 @@ def test_image_path_batch_padding_and_resize(tmp_path):
     for item, result in zip(data, batch):  # each image alone: no batch padding, same masks
         alone = model.test_step(pseudo_collate([item]))[0]
         assert torch.equal(alone.masks, result.masks) and torch.allclose(alone.scores, result.scores)
+
+
+def test_input_pyramid_finds_an_object_only_the_finer_scale_resolves(tmp_path):
+    """input_scales=(1.0, 2.0): a 64x64 object of a 256x384 image resized to 128x192 fills one stride-32
+    cell at 1x (too small for a mask: a mask needs 2 cells) and 2x2 cells at 2x. The pyramid's mask is the
+    2x level's cells resized onto the image; the spec's single scale has no mask on the object."""
+    init_default_scope('mmdet')
+    pipeline = Compose([
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(192, 192), keep_ratio=True),
+        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))])
+    img = np.full((256, 384, 3), 110, np.uint8)
+    img[64:128, 128:192] = (30, 30, 220)
+    cv2.imwrite(str(tmp_path / 'small.png'), img)
+    data = [pipeline(dict(img_path=str(tmp_path / 'small.png'), img_id=0))]
+    indicator = torch.zeros(1, 1, 8, 12)
+    indicator[..., 2:4, 4:6] = 1
+    reference = nn.functional.interpolate(indicator, (256, 384), mode='bilinear')[0, 0] >= 0.5
+    found = {}
+    for scales in ((1.0, ), (1.0, 2.0)):
+        model = MODELS.build(dict(
+            type='FreeMaskGenerator', backbone=dict(type='AvgPool32Backbone'), input_scales=scales,
+            data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                                   std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32)))
+        found[scales] = model.test_step(pseudo_collate(data))[0]
+    assert not any((mask & reference).sum() > 0.5 * reference.sum() for mask in found[(1.0, )].masks)
+    assert len(found[(1.0, 2.0)]) == 1 and found[(1.0, 2.0)].scores[0] == pytest.approx(1.0)
+    mask = found[(1.0, 2.0)].masks[0]
+    # the 2x input is interpolated bilinearly, so the object's edge tints the neighbouring cells a little
+    assert (mask & reference).sum() / (mask | reference).sum() > 0.95
+    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (63, 128, 127, 192)  # object: 64-127, 128-191
+
+
+def test_levels_merge_candidates_of_every_scale_in_one_nms():
+    """Coarse level (8x8): the two clusters. Fine level (16x16): the same clusters at twice the cells plus a
+    2x2-cell cluster the coarse map does not have. Every object comes out once, from the level where its
+    query is pure (maskness 1); one level alone on its own grid is masks_from_features."""
+    coarse = two_cluster_features()
+    fine = nn.functional.interpolate(coarse[None], scale_factor=2, mode='nearest')[0]
+    fine[:, 12:14, 1:3] = 0
+    fine[3, 12:14, 1:3] = 1
+    generator = FreeMaskGenerator(**dict(NO_FILTERS, width_filter=0.95))
+    merged = generator.masks_from_levels([coarse, fine], (32, 32), [(1.0, 1.0), (1.0, 1.0)])
+    expected = []
+    for rows, cols in ((slice(2, 8), slice(2, 8)), (slice(10, 14), slice(8, 16)), (slice(12, 14), slice(1, 3))):
+        indicator = torch.zeros(1, 1, 16, 16)  # the fine level's cells (2x2 pixels each), resized bilinearly
+        indicator[..., rows, cols] = 1
+        expected.append(nn.functional.interpolate(indicator, (32, 32), mode='bilinear')[0, 0] >= 0.5)
+    assert len(merged) == 3 and torch.allclose(merged.scores, torch.ones(3))
+    for mask in expected:
+        assert sum(torch.equal(mask, found) for found in merged.masks) == 1
+    alone = generator.masks_from_levels([coarse], (32, 32), [(1.0, 1.0)])
+    spec = generator.masks_from_features(coarse, (32, 32))
+    assert torch.equal(alone.masks, spec.masks) and torch.equal(alone.scores, spec.scores)
+    with pytest.raises(ValueError, match='input_scales'):
+        FreeMaskGenerator(input_scales=(1.0, 0.0))

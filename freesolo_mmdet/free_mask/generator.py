@@ -114,6 +114,11 @@ class FreeMaskGenerator(BaseModel):
             mean/std and ``bgr_to_rgb=True``.
         feature_level (int): index into the backbone's outputs; -1 = the last (C5).
         query_scales (Sequence[float]): pyramid resize factors of the queries.
+        input_scales (Sequence[float]): resize factors of the input image. The spec runs the backbone
+            once, ``(1.0, )``. With more factors, e.g. ``(1.0, 2.0)``, the backbone also sees the image
+            enlarged, so that small objects span several feature cells; the candidates of every scale
+            are resampled onto the grid of the finest one (:meth:`masks_from_levels`) and compete in
+            one matrix NMS. An option, not the paper's method (docs/free_mask_demo.md measures it).
         tau (float): soft-mask threshold at feature resolution.
         nms_kernel (str): matrix NMS kernel, 'gaussian' or 'linear'.
         nms_sigma (float): Gaussian kernel sigma.
@@ -140,6 +145,7 @@ class FreeMaskGenerator(BaseModel):
                  data_preprocessor: OptConfigType = None,
                  feature_level: int = -1,
                  query_scales: Sequence[float] = (1.0, 0.5, 0.25),
+                 input_scales: Sequence[float] = (1.0, ),
                  tau: float = 0.5,
                  nms_kernel: str = 'gaussian',
                  nms_sigma: float = 2.0,
@@ -156,9 +162,12 @@ class FreeMaskGenerator(BaseModel):
             raise ValueError(f"nms_kernel must be 'gaussian' or 'linear', got {nms_kernel!r}")
         if not query_scales or any(s <= 0 for s in query_scales):
             raise ValueError(f'query_scales must be positive factors, got {query_scales}')
+        if not input_scales or any(s <= 0 for s in input_scales):
+            raise ValueError(f'input_scales must be positive factors, got {input_scales}')
         self.backbone = MODELS.build(backbone) if backbone is not None else None
         self.feature_level = feature_level
         self.query_scales = tuple(query_scales)
+        self.input_scales = tuple(input_scales)
         self.tau = tau
         self.nms_kernel = nms_kernel
         self.nms_sigma = nms_sigma
@@ -193,14 +202,27 @@ class FreeMaskGenerator(BaseModel):
         if self.backbone is None:
             raise RuntimeError('FreeMaskGenerator was built without a backbone; '
                                'use masks_from_features on feature maps instead.')
-        feats = self.backbone(inputs)[self.feature_level]
+        levels = []  # per input scale: (features (B, E, H, W), shape of the scaled input)
+        for factor in self.input_scales:
+            scaled = inputs if factor == 1 else F.interpolate(inputs, scale_factor=factor, mode='bilinear',
+                                                              align_corners=False)
+            levels.append((self.backbone(scaled)[self.feature_level], scaled.shape[-2:], factor))
         results = []
-        for i, feat in enumerate(feats):
+        for i in range(len(inputs)):
             meta = data_samples[i].metainfo if data_samples is not None else {}
             img_shape = tuple(meta.get('img_shape', inputs.shape[-2:]))[:2]
             ori_shape = tuple(meta.get('ori_shape', img_shape))[:2]
-            (rows, cols), fraction = valid_feature_region(img_shape, inputs.shape[-2:], feat.shape[-2:])
-            results.append(self.masks_from_features(feat[:, :rows, :cols], ori_shape, fraction))
+            feats, fractions = [], []
+            for feats_of_scale, input_shape, factor in levels:
+                scaled_shape = tuple(min(side * factor, limit) for side, limit in zip(img_shape, input_shape))
+                (rows, cols), fraction = valid_feature_region(scaled_shape, input_shape,
+                                                              feats_of_scale.shape[-2:])
+                feats.append(feats_of_scale[i, :, :rows, :cols])
+                fractions.append(fraction)
+            if len(feats) == 1:
+                results.append(self.masks_from_features(feats[0], ori_shape, fractions[0]))
+            else:
+                results.append(self.masks_from_levels(feats, ori_shape, fractions))
         return results
 
     def masks_from_features(self, feat: Tensor, ori_shape: Tuple[int, int],
@@ -223,7 +245,43 @@ class FreeMaskGenerator(BaseModel):
             ``embs`` (n, D), ``labels`` (n, ) zeros; n <= top_k, sorted by score.
         """
         queries = F.normalize(pyramid_queries(feat, self.query_scales), dim=1)
-        soft = soft_masks(queries, feat)
+        return self._select(soft_masks(queries, feat), queries, ori_shape, image_fraction)
+
+    def masks_from_levels(self, feats: Sequence[Tensor], ori_shape: Tuple[int, int],
+                          image_fractions: Sequence[Tuple[float, float]]) -> InstanceData:
+        """Free Masks of several feature maps of one image (an input pyramid), merged by one matrix NMS.
+
+        Each level's soft masks are computed on its own map (queries from its own pyramid), then
+        resampled bilinearly onto one grid that spans exactly the image, with the cell count of the
+        finest level; thresholds, maskness, NMS and filters then work as in :meth:`masks_from_features`.
+
+        Args:
+            feats (Sequence[Tensor]): (E, H_l, W_l) features of the image at each input scale,
+                cropped to the cells that see the image.
+            ori_shape (tuple): (h, w) of the output masks.
+            image_fractions (Sequence[tuple]): per level, the share of its map's extent covered by
+                the image (:func:`valid_feature_region`).
+
+        Returns:
+            InstanceData: as :meth:`masks_from_features`.
+        """
+        finest = max(range(len(feats)), key=lambda k: feats[k].shape[-2] * feats[k].shape[-1])
+        grid = tuple(max(1, round(cells * fraction))
+                     for cells, fraction in zip(feats[finest].shape[-2:], image_fractions[finest]))
+        softs, all_queries = [], []
+        for feat, fraction in zip(feats, image_fractions):
+            queries = F.normalize(pyramid_queries(feat, self.query_scales), dim=1)
+            soft = soft_masks(queries, feat)
+            size = tuple(math.ceil(g / f - 1e-6) for g, f in zip(grid, fraction))  # the image part spans grid
+            soft = F.interpolate(soft[None], size=size, mode='bilinear', align_corners=False)[0]
+            softs.append(soft[:, :grid[0], :grid[1]])
+            all_queries.append(queries)
+        return self._select(torch.cat(softs), torch.cat(all_queries), ori_shape, (1.0, 1.0))
+
+    def _select(self, soft: Tensor, queries: Tensor, ori_shape: Tuple[int, int],
+                image_fraction: Tuple[float, float]) -> InstanceData:
+        """Threshold, maskness, matrix NMS, upsampling and filters of (N, H, W) soft masks of the
+        (N, E) unit queries; see :meth:`masks_from_features`."""
         binary = soft >= self.tau
         keep = binary.view(torch.uint8).flatten(1).sum(1, dtype=torch.int32) > 1  # bytes sum faster than bools
         soft, binary, queries = soft[keep], binary[keep], queries[keep]
