@@ -42,6 +42,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--init', choices=['initial', 'previous'], default='initial',
                         help="each round starts from the config's initial weights ('initial', FreeSOLO) or from the "
                         "previous round ('previous')")
+    parser.add_argument('--input-scale', choices=['auto', 'config'], default='auto',
+                        help="'auto': raise both configs' resizes toward the images' median short side (x1 to "
+                        "x--max-scale-factor; the choice is logged); 'config': the configs' scales as written")
+    parser.add_argument('--max-scale-factor', type=float, default=2.0, help="the largest factor of 'auto'")
     parser.add_argument('--overlay-thr', type=float, default=0.3, help='score of the masks drawn on overlays')
     parser.add_argument('--max-overlays', type=int, default=100, help='overlay pictures written at most')
     parser.add_argument('--free-mask-cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
@@ -65,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         score_thr=args.score_thr, max_per_img=args.max_per_img, overlay_thr=args.overlay_thr,
                         max_overlays=args.max_overlays, free_mask_cfg_options=args.free_mask_cfg_options,
                         train_cfg_options=args.train_cfg_options, num_rounds=args.rounds, label_mode=args.labels,
-                        init=args.init)
+                        init=args.init, input_scale=args.input_scale, max_scale_factor=args.max_scale_factor)
 
 
 if __name__ == '__main__':

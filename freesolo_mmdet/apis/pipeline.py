@@ -19,6 +19,9 @@ Fresh, never stale: each stage records what it was made from (:class:`StageRecor
 stages whose inputs are unchanged and redoes, with everything downstream, those whose inputs changed,
 saying why. A killed run resumes: Free Mask by chunks, training from checkpoints taken every 5% of a round.
 
+Input scales follow the images (:func:`choose_input_scales`): every resize of both configs is raised toward
+the folder's median short side, from x1 to x2, and the choice is logged.
+
 Paths are taken relative to the caller's working directory. Under torchrun every process runs this
 function: Free Mask and predictions are sharded, training is DDP, and rank 0 merges and writes.
 """
@@ -40,16 +43,20 @@ from freesolo_mmdet.datasets.demo_scenes import draw_instances
 from freesolo_mmdet.datasets.image_list import list_images
 from freesolo_mmdet.datasets.transforms.load_any_image import read_image
 from freesolo_mmdet.engine.label_merge import merge_pseudo_labels
+from freesolo_mmdet.engine.pseudo_labels import find_test_pipeline
 from freesolo_mmdet.evaluation.class_agnostic_coco_metric import class_agnostic_cocoeval
 from freesolo_mmdet.free_mask.coco_writer import dump_json_atomic
 from freesolo_mmdet.utils.offline_backbones import DEMO_WEIGHTS_NAME, convert_deepsort_mobilenetv2
 from .config import InputError, check_writable, load_config
 from .free_mask import free_mask_options, generate_free_masks, report_path
 from .inference import predict_masks
+from .input_scales import (input_scale_factor, median_short_side, resize_short_side, scale_configs,
+                           train_short_side)
 from .stage_record import StageRecord, file_identity, image_fingerprint
 from .training import derive_train_config, train
 
-__all__ = ['run_pipeline', 'write_overlays', 'evaluate_predictions', 'metrics_table', 'overlay_path']
+__all__ = ['run_pipeline', 'choose_input_scales', 'write_overlays', 'evaluate_predictions', 'metrics_table',
+           'overlay_path']
 
 METRIC_COLUMNS = [('segm', 0, 'mask AP'), ('segm', 1, 'mask AP50'), ('segm', 2, 'mask AP75'),
                   ('segm', 8, 'mask AR100'), ('bbox', 0, 'box AP'), ('bbox', 1, 'box AP50')]
@@ -158,6 +165,22 @@ def metrics_table(rows: Dict[str, Dict[str, List[float]]]) -> str:
     return '\n'.join(lines)
 
 
+def choose_input_scales(fm_cfg: Config, train_cfg: Config, images: List[dict],
+                        max_factor: float = 2.0) -> Tuple[Config, Config]:
+    """Both configs with every resize raised toward the images' resolution (see
+    :mod:`~freesolo_mmdet.apis.input_scales`); the choice is logged."""
+    image_side = median_short_side(images)
+    config_side = resize_short_side(find_test_pipeline(train_cfg))
+    factor = input_scale_factor(image_side, config_side, max_factor)
+    fm_cfg, train_cfg = scale_configs([fm_cfg, train_cfg], factor)
+    _say(f'[input scales] the images\' median short side is {image_side} px, the training config tests at '
+         f'{config_side} px: resizes x{factor:.2f} (1 to {max_factor:g}); short sides: Free Mask '
+         f'{resize_short_side(fm_cfg.test_pipeline)} px, training '
+         f'{train_short_side(train_cfg)} px at most, inference '
+         f'{resize_short_side(find_test_pipeline(train_cfg))} px (--input-scale config: as the configs say)')
+    return fm_cfg, train_cfg
+
+
 def _read_report(out: str) -> dict:
     with open(report_path(out)) as f:
         return json.load(f)
@@ -178,7 +201,9 @@ def run_pipeline(images: str,
                  train_cfg_options: Optional[dict] = None,
                  num_rounds: int = 2,
                  label_mode: str = 'replace',
-                 init: str = 'initial') -> Dict[str, Dict[str, List[float]]]:
+                 init: str = 'initial',
+                 input_scale: str = 'auto',
+                 max_scale_factor: float = 2.0) -> Dict[str, Dict[str, List[float]]]:
     """Every stage of FreeSOLO on a folder of images (see the module docstring).
 
     Args:
@@ -201,6 +226,11 @@ def run_pipeline(images: str,
             label overlaps (mask IoU < 0.5), :func:`merge_pseudo_labels`.
         init (str): ``'initial'`` (FreeSOLO): every round starts from the config's initial weights;
             ``'previous'``: from the previous round's final checkpoint.
+        input_scale (str): ``'auto'``: every resize of both configs is raised by the images' median short
+            side over the training config's test short side, between 1 and ``max_scale_factor``
+            (:mod:`~freesolo_mmdet.apis.input_scales`), and the choice is logged; ``'config'``: the
+            configs' scales as written.
+        max_scale_factor (float): the largest factor of ``'auto'``.
 
     Returns:
         dict: ``{model name: {'segm': 12 stats, 'bbox': 12 stats}}`` (empty without a val set).
@@ -216,6 +246,8 @@ def run_pipeline(images: str,
         raise InputError(f"--labels must be 'replace' or 'merge', got {label_mode!r}")
     if init not in ('initial', 'previous'):
         raise InputError(f"--init must be 'initial' or 'previous', got {init!r}")
+    if input_scale not in ('auto', 'config'):
+        raise InputError(f"--input-scale must be 'auto' or 'config', got {input_scale!r}")
     if bool(val_images) != bool(val_ann):
         raise InputError('--val-images and --val-ann go together')
     for path, what in ((images, '--images'), (val_images, '--val-images')):
@@ -234,6 +266,8 @@ def run_pipeline(images: str,
     barrier()
 
     image_list = list_images(images)
+    if input_scale == 'auto':
+        fm_cfg, base_cfg = choose_input_scales(fm_cfg, base_cfg, image_list, max_scale_factor)
     inputs = dict(image_dir=osp.abspath(images), images=image_fingerprint(image_list))
 
     # 1. Free Mask
