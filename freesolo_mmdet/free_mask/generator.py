@@ -7,6 +7,8 @@ normalised, is a soft mask. Masks are scored by maskness, de-duplicated by matri
 import math
 from typing import List, Optional, Sequence, Tuple
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmdet.models.layers import mask_matrix_nms
@@ -18,6 +20,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from freesolo_mmdet.utils.mask_ops import mask_projections
+from .refine import grabcut_refine
 
 __all__ = ['FreeMaskGenerator', 'pyramid_queries', 'soft_masks', 'maskness', 'resize_embedding', 'valid_feature_region']
 
@@ -137,6 +140,10 @@ class FreeMaskGenerator(BaseModel):
             does with linear interpolation; 'area' instead averages groups of channels.
             The result is not re-normalised. None = keep all E channels.
         emb_mode (str): interpolation mode for the embedding ('linear', 'area', 'nearest').
+        refine_iters (int, optional): refine each full-resolution mask with this many GrabCut iterations
+            on the image's colours (:func:`~freesolo_mmdet.free_mask.refine.grabcut_refine`), then apply
+            the filters again. None (the spec) = off. Only :meth:`predict` refines: it recovers the image
+            from the normalised input with the data preprocessor's mean and std.
         init_cfg (dict, optional): initialisation config.
     """
 
@@ -156,6 +163,7 @@ class FreeMaskGenerator(BaseModel):
                  min_score: Optional[float] = 0.7,
                  emb_dim: Optional[int] = 128,
                  emb_mode: str = 'linear',
+                 refine_iters: Optional[int] = None,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if nms_kernel not in ('gaussian', 'linear'):
@@ -178,6 +186,7 @@ class FreeMaskGenerator(BaseModel):
         self.min_score = min_score
         self.emb_dim = emb_dim
         self.emb_mode = emb_mode
+        self.refine_iters = refine_iters
 
     def forward(self, inputs: Tensor, data_samples: Optional[SampleList] = None,
                 mode: str = 'predict') -> List[InstanceData]:
@@ -220,10 +229,31 @@ class FreeMaskGenerator(BaseModel):
                 feats.append(feats_of_scale[i, :, :rows, :cols])
                 fractions.append(fraction)
             if len(feats) == 1:
-                results.append(self.masks_from_features(feats[0], ori_shape, fractions[0]))
+                result = self.masks_from_features(feats[0], ori_shape, fractions[0])
             else:
-                results.append(self.masks_from_levels(feats, ori_shape, fractions))
+                result = self.masks_from_levels(feats, ori_shape, fractions)
+            if self.refine_iters and len(result):
+                result = self.refine(result, self._image(inputs[i], img_shape, ori_shape))
+            results.append(result)
         return results
+
+    def _image(self, normalised: Tensor, img_shape: Tuple[int, int], ori_shape: Tuple[int, int]) -> np.ndarray:
+        """(3, H_in, W_in) normalised input -> (h, w, 3) uint8 image at ``ori_shape`` (input channel order)."""
+        mean = getattr(self.data_preprocessor, 'mean', None)
+        std = getattr(self.data_preprocessor, 'std', None)
+        if mean is None or std is None:
+            raise RuntimeError('refine_iters needs a data preprocessor with mean and std to recover the image')
+        pixels = normalised[:, :int(img_shape[0]), :int(img_shape[1])] * std.view(-1, 1, 1) + mean.view(-1, 1, 1)
+        image = pixels.clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+        return cv2.resize(image, (int(ori_shape[1]), int(ori_shape[0])), interpolation=cv2.INTER_LINEAR)
+
+    def refine(self, results: InstanceData, image: np.ndarray) -> InstanceData:
+        """Each mask refined by GrabCut on ``image`` ((h, w, 3) uint8 at the masks' size), then the
+        filters applied again (a refined mask may shrink below them)."""
+        masks = results.masks.cpu().numpy()
+        refined = np.stack([grabcut_refine(image, mask, iters=self.refine_iters) for mask in masks])
+        results.masks = torch.from_numpy(refined).to(results.masks.device)
+        return results[self.filter_masks(results)]
 
     def masks_from_features(self, feat: Tensor, ori_shape: Tuple[int, int],
                             image_fraction: Tuple[float, float] = (1.0, 1.0)) -> InstanceData:
