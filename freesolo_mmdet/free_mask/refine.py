@@ -49,6 +49,7 @@ def grabcut_refine(image: np.ndarray, mask: np.ndarray, iters: int = 3, margin: 
     labels[seed] = cv2.GC_PR_FGD
     if not (labels == cv2.GC_BGD).any():  # the mask fills its crop: no background colour to learn
         return mask
+    cv2.setRNGSeed(0)  # GrabCut's k-means draws from OpenCV's global RNG: the same mask, whatever ran before
     try:
         cv2.grabCut(crop, labels, None, np.zeros((1, 65)), np.zeros((1, 65)), iters, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
