@@ -31,7 +31,6 @@ from torch import Tensor
 from mmdet.models.dense_heads import SOLOV2Head
 from mmdet.models.layers import mask_matrix_nms
 from mmdet.models.utils import generate_coordinate, multi_apply
-from mmdet.models.utils.misc import floordiv
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import (ConfigType, InstanceList, OptConfigType,
@@ -307,12 +306,10 @@ class FreeSOLOHead(SOLOV2Head):
                             featmap_sizes: Optional[list] = None) -> tuple:
         """SOLOv2 targets of one image, plus the gt index of each positive.
 
-        The assignment of ``SOLOV2Head._get_targets_single``, with the same results (a test compares
-        them): every gt whose scale range holds its ``sqrt`` box area labels the cells of its centre
-        region (at most 3x3) at that level, later gts overwriting earlier ones, and each of those cells
-        gets a copy of the gt's mask rescaled to stride ``mask_stride`` (mmcv's ``imrescale``), listed in
-        gt order. It is done in one pass over the gts: the masks are converted and rescaled once per
-        gt (not once per gt and cell), and the centres of mass come from one reduction.
+        SOLOv2's assignment is run one gt instance at a time and merged in
+        gt order, which reproduces exactly its joint result (later instances
+        overwrite the labels of shared cells; mask targets and positive
+        indexes are listed in gt order).
 
         Returns:
             tuple: SOLOv2's ``mlvl_pos_mask_targets``, ``mlvl_labels``,
@@ -320,61 +317,31 @@ class FreeSOLOHead(SOLOV2Head):
             ``mlvl_pos_gt_inds``: per level a (num_pos, ) long tensor, the
             index in ``gt_instances`` of each positive.
         """
-        gt_labels, gt_bboxes = gt_instances.labels, gt_instances.bboxes
-        device = gt_labels.device
-        feat_h, feat_w = featmap_sizes
-        up_h, up_w = feat_h * self.mask_stride, feat_w * self.mask_stride
-        gt_areas = torch.sqrt((gt_bboxes[:, 2] - gt_bboxes[:, 0]) * (gt_bboxes[:, 3] - gt_bboxes[:, 1]))
-        pos_w_ranges = 0.5 * (gt_bboxes[:, 2] - gt_bboxes[:, 0]) * self.pos_scale
-        pos_h_ranges = 0.5 * (gt_bboxes[:, 3] - gt_bboxes[:, 1]) * self.pos_scale
-        gt_masks = gt_instances.masks.to_tensor(dtype=torch.bool, device=device)
-        # centre of mass of every mask at once (mmdet's center_of_mass: integer sums over a float count)
-        counts = gt_masks.sum((1, 2))
-        normalizer = counts.float().clamp(min=1e-6)
-        rows = torch.arange(gt_masks.shape[1], device=device)
-        cols = torch.arange(gt_masks.shape[2], device=device)
-        centers_h = (gt_masks.sum(2) * rows).sum(1) / normalizer
-        centers_w = (gt_masks.sum(1) * cols).sum(1) / normalizer
-        targets = {}  # gt index -> its (feat_h, feat_w) uint8 mask target, made once
-
-        def target_of(gt: int) -> Tensor:
-            if gt not in targets:
-                small = mmcv.imrescale(gt_masks[gt].to(torch.uint8).cpu().numpy(), scale=1. / self.mask_stride)
-                targets[gt] = torch.zeros((feat_h, feat_w), dtype=torch.uint8, device=device)
-                targets[gt][:small.shape[0], :small.shape[1]] = torch.from_numpy(small).to(device)
-            return targets[gt]
-
-        def cell(value: Tensor, size: int, num_grid: int) -> int:
-            return int(floordiv(value / size, 1. / num_grid, rounding_mode='trunc'))
-
-        mask_targets, labels, pos_masks, pos_indexes, pos_gt_inds = [], [], [], [], []
-        for (lower_bound, upper_bound), num_grid in zip(self.scale_ranges, self.num_grids):
-            lvl_labels = torch.full((num_grid, num_grid), self.num_classes, dtype=torch.int64, device=device)
-            pos_mask = torch.zeros(num_grid**2, dtype=torch.bool, device=device)
-            hits = ((gt_areas >= lower_bound) & (gt_areas <= upper_bound) & (counts > 0)).nonzero().flatten()
-            lvl_indexes, lvl_gts = [], []
-            for gt in hits.tolist():
-                center_h, center_w = centers_h[gt], centers_w[gt]
-                coord_h, coord_w = cell(center_h, up_h, num_grid), cell(center_w, up_w, num_grid)
-                top = max(coord_h - 1, max(0, cell(center_h - pos_h_ranges[gt], up_h, num_grid)))
-                down = min(coord_h + 1, min(num_grid - 1, cell(center_h + pos_h_ranges[gt], up_h, num_grid)))
-                left = max(coord_w - 1, max(0, cell(center_w - pos_w_ranges[gt], up_w, num_grid)))
-                right = min(coord_w + 1, min(num_grid - 1, cell(center_w + pos_w_ranges[gt], up_w, num_grid)))
-                lvl_labels[top:down + 1, left:right + 1] = gt_labels[gt]
-                for i in range(top, down + 1):
-                    for j in range(left, right + 1):
-                        lvl_indexes.append(i * num_grid + j)
-                        lvl_gts.append(gt)
-            gts = torch.tensor(lvl_gts, dtype=torch.long, device=device)
-            if lvl_indexes:
-                pos_mask[lvl_indexes] = True
-                mask_targets.append(torch.stack([target_of(gt) for gt in lvl_gts]))
-            else:
-                mask_targets.append(torch.zeros((0, feat_h, feat_w), dtype=torch.uint8, device=device))
+        parent = super()._get_targets_single
+        if len(gt_instances) == 0:
+            targets = parent(gt_instances, featmap_sizes)
+            empty = gt_instances.labels.new_zeros(0)
+            return (*targets, [empty] * self.num_levels)
+        per_gt = [
+            parent(gt_instances[i], featmap_sizes)
+            for i in range(len(gt_instances))
+        ]
+        mask_targets, labels, pos_masks, pos_indexes, pos_gt_inds = \
+            [], [], [], [], []
+        for lvl in range(self.num_levels):
+            lvl_labels = per_gt[0][1][lvl].clone()
+            for gt_targets in per_gt[1:]:
+                fg = gt_targets[1][lvl] != self.num_classes
+                lvl_labels[fg] = gt_targets[1][lvl][fg]
+            mask_targets.append(torch.cat([t[0][lvl] for t in per_gt]))
             labels.append(lvl_labels)
-            pos_masks.append(pos_mask)
-            pos_indexes.append(lvl_indexes)
-            pos_gt_inds.append(gts)
+            pos_masks.append(
+                torch.stack([t[2][lvl] for t in per_gt]).any(dim=0))
+            pos_indexes.append([i for t in per_gt for i in t[3][lvl]])
+            pos_gt_inds.append(
+                gt_instances.labels.new_tensor(
+                    [gt for gt, t in enumerate(per_gt) for _ in t[3][lvl]],
+                    dtype=torch.long))
         return mask_targets, labels, pos_masks, pos_indexes, pos_gt_inds
 
     def loss_by_feat(self,
