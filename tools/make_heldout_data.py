@@ -5,13 +5,12 @@ instance masks, made from object kinds and textures the demo does not use.
         --seed 0
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import time
 
-from freesolo_mmdet.datasets.heldout_scenes import (HeldoutConfig,
-                                                    make_heldout_dataset)
+from freesolo_mmdet.datasets.demo_scenes import disk_usage
+from freesolo_mmdet.datasets.heldout_scenes import HeldoutConfig, make_heldout_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,11 +25,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-progress', action='store_true')
     return parser.parse_args(argv)
 
-
-def _disk_usage(folder: str) -> int:
-    return sum(
-        osp.getsize(osp.join(root, name))
-        for root, _, names in os.walk(folder) for name in names)
 
 
 def main(argv=None) -> None:
@@ -54,7 +48,7 @@ def main(argv=None) -> None:
     for path in result['files'].values():
         print(f'wrote {path}')
     print(f'object kinds: {", ".join(result["kinds"])}')
-    print(f'{_disk_usage(args.out) / 2**20:.1f} MiB on disk, '
+    print(f'{disk_usage(args.out) / 2**20:.1f} MiB on disk, '
           f'{seconds:.1f} s')
 
 

@@ -37,7 +37,7 @@ from skimage import filters, measure, segmentation
 __all__ = [
     'KINDS', 'CATEGORIES', 'Cutout', 'Paste', 'Scene', 'SceneConfig',
     'load_cutouts', 'load_textures', 'visible_masks', 'scene_rng',
-    'render_scene', 'mask_to_annotation', 'draw_instances', 'make_demo_dataset'
+    'render_scene', 'mask_to_annotation', 'draw_instances', 'make_demo_dataset', 'disk_usage'
 ]
 
 KINDS = ('coin', 'cup', 'rocket', 'photographer', 'horse')
@@ -456,6 +456,11 @@ def _grid(tiles: List[np.ndarray], columns: int = 4) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- dataset
+def disk_usage(folder: str) -> int:
+    """Bytes of every file below ``folder``."""
+    return sum(osp.getsize(osp.join(root, name)) for root, _, names in os.walk(folder) for name in names)
+
+
 def _prepare_out_dir(out_dir: str) -> None:
     if osp.exists(out_dir) and not osp.isdir(out_dir):
         raise NotADirectoryError(
