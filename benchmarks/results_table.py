@@ -153,7 +153,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     os.makedirs(WORK, exist_ok=True)
     times_file = osp.join(WORK, 'wall_times.json')
-    times = json.load(open(times_file)) if osp.isfile(times_file) else {}
+    times = {}
+    if osp.isfile(times_file):
+        with open(times_file) as f:
+            times = json.load(f)
     rows = []
     for bench_name in args.benchmarks:
         benchmark = BENCHMARKS[bench_name]
