@@ -319,3 +319,51 @@ def test_pairwise_windows_match_whole_map_and_img_inds(box_mode):
                loss.item()) > 1e-3  # the two modes weight differently here
     with pytest.raises(ValueError, match='img_inds'):
         loss_fn(logits, targets, image_sim, img_inds[:5])
+
+
+def test_pairwise_size_groups_equal_one_window():
+    """Instances of very different box sizes (a pixel, thin bars, two-blob
+    masks, near-full maps, one empty) of two images are computed in several
+    size groups; loss and gradient equal the single-window computation
+    (``group_ratio=None``) and the loop reference."""
+    rng = np.random.default_rng(3)
+    h, w = 20, 26
+    boxes = [(0, 0, 1, 1), (5, 3, 1, 20), (2, 24, 17, 2), (0, 0, 20, 26),
+             (3, 4, 14, 19), (9, 9, 4, 5), (15, 20, 5, 6), (1, 2, 2, 3)]
+    targets = np.zeros((len(boxes) + 2, h, w), np.float32)
+    for i, (y, x, bh, bw) in enumerate(boxes):
+        targets[i, y:y + bh, x:x + bw] = 1
+    targets[-2, 1:3, 0:2] = targets[-2, 12, 15:18] = 1  # two blobs
+    # targets[-1] stays empty: no box, no weight
+    logits = rng.normal(size=targets.shape).astype(np.float32) * 2
+    sim = rng.random((2, 8, h, w)).astype(np.float32)
+    img_inds = np.arange(len(targets)) % 2
+
+    grouped = PairwiseAffinityLoss(warmup_iters=0)
+    rows = torch.from_numpy(targets).amax(dim=2) > 0
+    cols = torch.from_numpy(targets).amax(dim=1) > 0
+    box_h = rows.shape[1] - rows.int().argmax(1) - rows.flip(1).int().argmax(1)
+    box_w = cols.shape[1] - cols.int().argmax(1) - cols.flip(1).int().argmax(1)
+    groups = grouped._size_groups(box_h, box_w, rows.any(dim=1))
+    assert len(groups) >= 5
+    assert sorted(torch.cat(groups).tolist()) == list(range(len(boxes) + 1))
+    for group in groups:
+        for size in (box_h[group].float(), box_w[group].float()):
+            assert size.max() / size.min() < grouped.group_ratio
+
+    results = {}
+    for name, loss_fn in (('grouped', grouped),
+                          ('one window', PairwiseAffinityLoss(
+                              warmup_iters=0, group_ratio=None))):
+        x = torch.from_numpy(logits).requires_grad_()
+        loss = loss_fn(x, torch.from_numpy(targets), torch.from_numpy(sim),
+                       img_inds=torch.from_numpy(img_inds))
+        loss.backward()
+        results[name] = (loss.item(), x.grad)
+    expected = np_pairwise(logits, targets, sim[img_inds])
+    assert results['grouped'][0] == pytest.approx(expected, rel=1e-5)
+    assert results['one window'][0] == pytest.approx(expected, rel=1e-5)
+    torch.testing.assert_close(results['grouped'][1], results['one window'][1])
+    assert results['grouped'][1][-1].abs().sum() == 0  # the empty instance
+    with pytest.raises(ValueError, match='group_ratio'):
+        PairwiseAffinityLoss(group_ratio=1.0)

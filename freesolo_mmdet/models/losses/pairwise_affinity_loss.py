@@ -1,6 +1,7 @@
 # Copyright (c) freesolo_mmdet contributors.
 """Pairwise affinity loss (BoxInst) as used by FreeSOLO on coarse masks."""
-from typing import Optional
+import math
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -48,10 +49,12 @@ class PairwiseAffinityLoss(nn.Module):
     unless ``warmup_iters`` is 0.
 
     Only centres inside a box carry weight, so the loss is computed on
-    per-instance windows of the largest filled box's size (plus the
-    neighbourhood's reach) instead of the whole map: its cost scales with the
-    boxes' area. In ``'projection'`` mode the weight inside a window is read
-    from the mask's projections.
+    per-instance windows instead of the whole map: the instances are grouped
+    by box size (heights and widths within a factor ``group_ratio``), and each
+    group on windows of its largest filled box (plus the neighbourhood's
+    reach). Its cost follows each box's area; grouping changes only the
+    order of the sums. In ``'projection'`` mode the weight inside a window is
+    read from the mask's projections.
 
     Args:
         loss_weight (float): Weight of the loss. Defaults to 1.0.
@@ -63,6 +66,9 @@ class PairwiseAffinityLoss(nn.Module):
             Defaults to 1000.
         box_mode (str): ``'projection'`` or ``'filled'``, see above.
             Defaults to ``'projection'``.
+        group_ratio (float, optional): Box heights (and widths) in one
+            window group differ by less than this factor; None computes
+            every instance on windows of the largest box. Defaults to 1.4.
     """
 
     def __init__(self,
@@ -71,8 +77,12 @@ class PairwiseAffinityLoss(nn.Module):
                  kernel_size: int = 3,
                  dilation: int = 2,
                  warmup_iters: int = 1000,
-                 box_mode: str = 'projection') -> None:
+                 box_mode: str = 'projection',
+                 group_ratio: Optional[float] = 1.4) -> None:
         super().__init__()
+        if group_ratio is not None and group_ratio <= 1:
+            raise ValueError(f'group_ratio must be > 1 or None, got {group_ratio}')
+        self.group_ratio = group_ratio
         if warmup_iters < 0:
             raise ValueError(f'warmup_iters must be >= 0, got {warmup_iters}')
         if box_mode not in ('projection', 'filled'):
@@ -132,23 +142,86 @@ class PairwiseAffinityLoss(nn.Module):
             return zero
         if img_inds is None:
             img_inds = torch.arange(n, device=mask_logits.device)
-
-        # Only centres inside the box carry weight: work on windows of the
-        # size of the largest box, plus the neighbourhood's reach on each side.
+        similar = color_similarity >= self.color_threshold  # (N|B, 8, H, W)
         y0, x0 = rows.int().argmax(dim=1), cols.int().argmax(dim=1)
         y1 = h - 1 - rows.flip(1).int().argmax(dim=1)
         x1 = w - 1 - cols.flip(1).int().argmax(dim=1)
-        win_h = int((y1 - y0 + 1)[has_box].max())
-        win_w = int((x1 - x0 + 1)[has_box].max())
+        windows = [
+            self._window(group, rows[group], cols[group], y0[group],
+                         x0[group], y1[group], x1[group], h, w)
+            for group in self._size_groups(y1 - y0 + 1, x1 - x0 + 1, has_box)
+        ]
+        # one gather of every group's window pixels (and one scatter in the
+        # backward pass), split into per-group views
+        flat = torch.cat([((window['inds'][:, None, None] * h + window['ys']) *
+                           w + window['xs']).flatten() for window in windows])
+        patches = mask_logits.flatten()[flat].split(
+            [window['ys'].shape[0] * window['ys'].shape[1] *
+             window['xs'].shape[2] for window in windows])
+        loss_sum, weight_sum = zero, 0
+        for window, patch in zip(windows, patches):
+            group_loss, group_weight = self._window_sums(
+                patch.view(len(window['inds']), window['ys'].shape[1],
+                           window['xs'].shape[2]), window, similar,
+                img_inds[window['inds']])
+            loss_sum = loss_sum + group_loss
+            weight_sum = weight_sum + group_weight
+        loss = loss_sum / weight_sum.clamp(min=1).to(mask_logits.dtype)
+        return loss * self.loss_weight * self.warmup_factor
+
+    def _size_groups(self, box_h: Tensor, box_w: Tensor,
+                     has_box: Tensor) -> List[Tensor]:
+        """Indexes of the instances with a box, grouped so that each group's
+        box heights (and widths) are within a factor ``group_ratio`` of each
+        other: one group per ``group_ratio``-fold band of height and of width.
+
+        Each group is computed on windows of its largest box, so that the
+        work follows each instance's own box instead of the largest box of
+        the batch; with ``group_ratio=None`` all instances form one group.
+
+        Args:
+            box_h, box_w (Tensor): (N, ) filled box heights and widths.
+            has_box (Tensor): (N, ) bool, the instances with a non-empty mask.
+
+        Returns:
+            list[Tensor]: long index tensors, together the instances with a box.
+        """
+        inds = has_box.nonzero()[:, 0]
+        if self.group_ratio is None or len(inds) <= 1:
+            return [inds]
+        base = math.log(self.group_ratio)
+        band_h = (box_h[inds].double().log() / base).floor().long()
+        band_w = (box_w[inds].double().log() / base).floor().long()
+        keys = band_h * (int(band_w.max()) + 1) + band_w
+        return [inds[keys == key] for key in keys.unique()]
+
+    def _window(self, inds: Tensor, rows: Tensor, cols: Tensor, y0: Tensor,
+                x0: Tensor, y1: Tensor, x1: Tensor, h: int, w: int) -> dict:
+        """The windows of a group of n instances that all have a box: the size
+        of the group's largest box, plus the neighbourhood's reach each side.
+
+        Args:
+            inds (Tensor): (n, ) the instances, indexes into the mask logits.
+            rows, cols (Tensor): (n, H) and (n, W) bool max-projections of the
+                coarse masks.
+            y0, x0, y1, x1 (Tensor): (n, ) inclusive box corners.
+            h, w (int): H and W, the map's size.
+
+        Returns:
+            dict: ``inds``; ``ys`` (n, wh, 1) and ``xs`` (n, 1, ww) the map
+            coordinates of the window cells, clamped to the map (wh, ww =
+            window size plus twice the reach); ``in_map`` (n, wh, ww) whether
+            a cell lies inside the map; ``in_box`` (n, wh - 2 reach,
+            ww - 2 reach) whether a centre cell carries weight.
+        """
+        win_h, win_w = int((y1 - y0 + 1).max()), int((x1 - x0 + 1).max())
         reach = self.dilation * (self.kernel_size // 2)
         ys = y0[:, None] - reach + torch.arange(
-            win_h + 2 * reach, device=y0.device)  # (N, win_h + 2 reach)
+            win_h + 2 * reach, device=y0.device)  # (n, win_h + 2 reach)
         xs = x0[:, None] - reach + torch.arange(
-            win_w + 2 * reach, device=x0.device)  # (N, win_w + 2 reach)
+            win_w + 2 * reach, device=x0.device)  # (n, win_w + 2 reach)
         in_map = ((ys >= 0) & (ys < h))[:, :, None] & \
             ((xs >= 0) & (xs < w))[:, None, :]
-        centre = (slice(None), slice(reach, reach + win_h),
-                  slice(reach, reach + win_w))
         # unclamped coordinates: window cells past the map's edge must not
         # repeat its last row or column
         box_ys, box_xs = ys[:, reach:reach + win_h], xs[:, reach:reach + win_w]
@@ -157,17 +230,37 @@ class PairwiseAffinityLoss(nn.Module):
         else:  # the rows and columns the mask occupies
             box_rows = rows.gather(1, box_ys.clamp(max=h - 1)) & (box_ys < h)
             box_cols = cols.gather(1, box_xs.clamp(max=w - 1)) & (box_xs < w)
-        in_box = box_rows[:, :, None] & box_cols[:, None, :] & \
-            has_box[:, None, None]
-        ys, xs = ys.clamp(0, h - 1)[:, :, None], xs.clamp(0, w - 1)[:, None]
-        patch = mask_logits[torch.arange(n, device=ys.device)[:, None, None],
-                            ys, xs]
+        return dict(
+            inds=inds,
+            ys=ys.clamp(0, h - 1)[:, :, None],
+            xs=xs.clamp(0, w - 1)[:, None],
+            in_map=in_map,
+            in_box=box_rows[:, :, None] & box_cols[:, None, :])
+
+    def _window_sums(self, patch: Tensor, window: dict, similar: Tensor,
+                     img_inds: Tensor) -> Tuple[Tensor, Tensor]:
+        """Weighted pair-loss sum and weight sum of one group's windows.
+
+        Args:
+            patch (Tensor): (n, wh, ww) the mask logits on the windows.
+            window (dict): the group's windows, see :meth:`_window`.
+            similar (Tensor): (N|B, 8, H, W) bool, colour similarity at or
+                above the threshold.
+            img_inds (Tensor): (n, ) index into ``similar`` of each instance.
+
+        Returns:
+            tuple[Tensor, Tensor]: scalar sums of the weighted pair losses and
+            of the weights.
+        """
+        reach = self.dilation * (self.kernel_size // 2)
+        win_h, win_w = patch.shape[1] - 2 * reach, patch.shape[2] - 2 * reach
+        centre = (slice(None), slice(reach, reach + win_h),
+                  slice(reach, reach + win_w))
         softplus_patch = F.softplus(patch)
-        centre_ys, centre_xs = ys[:, reach:reach + win_h], \
-            xs[:, :, reach:reach + win_w]
-        similar = color_similarity >= self.color_threshold  # (N|B, 8, H, W)
-        # (N, win_h, win_w, 8)
-        similar = similar[img_inds[:, None, None], :, centre_ys, centre_xs]
+        # (n, win_h, win_w, 8)
+        similar = similar[img_inds[:, None, None], :,
+                          window['ys'][centre[:2]],
+                          window['xs'][:, :, centre[2]]]
 
         # -log(p_i p_j + (1 - p_i)(1 - p_j))
         #   = softplus(x_i) + softplus(x_j) - softplus(x_i + x_j)
@@ -175,14 +268,14 @@ class PairwiseAffinityLoss(nn.Module):
                    for dy in range(-reach, reach + 1, self.dilation)
                    for dx in range(-reach, reach + 1, self.dilation)
                    if dy or dx]  # unfold_wo_center's order
-        loss_sum, weight_sum = zero, 0
+        loss_sum, weight_sum = 0, 0
         for k, (dy, dx) in enumerate(offsets):
             neighbour = (slice(None), slice(reach + dy, reach + dy + win_h),
                          slice(reach + dx, reach + dx + win_w))
             pair_loss = softplus_patch[centre] + softplus_patch[neighbour] - \
                 F.softplus(patch[centre] + patch[neighbour])
-            weight = similar[..., k] & in_box & in_map[neighbour]
+            weight = similar[..., k] & window['in_box'] & \
+                window['in_map'][neighbour]
             loss_sum = loss_sum + (pair_loss * weight).sum()
             weight_sum = weight_sum + weight.sum()
-        loss = loss_sum / weight_sum.clamp(min=1).to(mask_logits.dtype)
-        return loss * self.loss_weight * self.warmup_factor
+        return loss_sum, weight_sum
