@@ -12,6 +12,7 @@ import argparse
 import os.path as osp
 import statistics
 import time
+from typing import Optional
 
 import numpy as np
 import torch
@@ -80,6 +81,27 @@ def median_time(fn, repeats: int, device: str, setup=None) -> float:
     return statistics.median(times)
 
 
+def interleaved_median_times(fns: dict, repeats: int, device: str, setups: Optional[dict] = None) -> dict:
+    """Median wall time of each of ``fns`` (name -> callable), timed in ``repeats`` rounds that call each once in
+    turn (after one warm-up call each), so that a slow drift of the machine's speed during the run weighs on all
+    of them alike; ratios of these are fairer than of :func:`median_time` calls made one after another. A name in
+    ``setups`` is called as ``fn(setups[name]())``, the setup not timed."""
+    setups = setups or {}
+    samples = {name: [] for name in fns}
+    for round_index in range(repeats + 1):
+        for name, fn in fns.items():
+            arg = setups[name]() if name in setups else None
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn(arg) if name in setups else fn()
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            if round_index:  # round 0 is the warm-up
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--size', type=int, default=800, help='square input side (a multiple of 32)')
@@ -126,10 +148,10 @@ def main() -> None:
 
     print(f'device {args.device}, batch {args.batch} x {args.size}^2, {args.num_objects} masks per image, '
           f'pairwise loss {"off" if args.without_pairwise else "on"}, '
-          f'{torch.get_num_threads()} threads, median of {args.repeats}')
-    times = {}
-    for name, head in heads.items():
-        times[name] = median_time(lambda: step(head), args.repeats, args.device)
+          f'{torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds')
+    times = interleaved_median_times({name: (lambda head=head: step(head)) for name, head in heads.items()},
+                                     args.repeats, args.device)
+    for name in heads:
         print(f'{name:13s} loss + backward: {times[name] * 1000:8.1f} ms')
     ratio = times['FreeSOLOHead'] / times['SOLOV2Head']
     print(f'ratio FreeSOLOHead / SOLOV2Head: {ratio:.3f} (target <= 1.10)')

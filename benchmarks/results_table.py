@@ -50,7 +50,8 @@ BENCHMARKS = {
 SETTINGS = {
     'default': [],
     # the pipeline before 2026-12-01: Free Masks without GrabCut refinement, the configs' input scales
-    'no refinement, config scales': ['--input-scale', 'config', '--free-mask-cfg-options', 'model.refine_iters=None'],
+    'no refinement, config scales': ['--input-scale', 'config', '--free-mask-cfg-options', 'model.refine_iters=None',
+                                     '--refine-iters', '0'],
     '3 rounds, merged labels': ['--rounds', '3', '--labels', 'merge'],
     'DropLoss 0.01': ['--train-cfg-options', 'model.mask_head.drop_loss_thr=0.01'],
     'MaskCut pseudo masks': ['--free-mask-config', 'configs/demo/maskcut_demo.py'],

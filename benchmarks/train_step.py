@@ -14,7 +14,8 @@ with ``--num-objects`` random ellipse masks each (``head_step.ellipse_masks``), 
 and a unit 128-d embedding, as ``PackCoarseMaskInputs`` packs them. The iteration is set past the pairwise loss's
 warm-up. Each timed call starts from a fresh deep copy of the data samples (the preprocessor pads their masks in
 place) and from ``torch.manual_seed(0)``, so the augment draws the same views in every repeat; copies, seeding and
-``zero_grad`` are outside the timings. Times are medians of ``--repeats`` calls after one warm-up.
+``zero_grad`` are outside the timings. Times are medians of ``--repeats`` calls after one warm-up; (a), (b), the
+augment and (d), the terms of the target ratios, are timed in interleaved rounds (one call of each per round).
 
 Timed: (a) SOLOv2 step = preprocess + loss + backward; (b) FreeSOLO step = preprocess (two-view augment and colour
 similarity of the 2B images) + loss + backward; its parts: the preprocessor call, of which the augment alone
@@ -37,7 +38,8 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from head_step import FREESOLO_CONFIG, SOLOV2_CONFIG, ellipse_masks, median_time  # noqa: E402
+from head_step import (FREESOLO_CONFIG, SOLOV2_CONFIG, ellipse_masks, interleaved_median_times,  # noqa: E402
+                       median_time)
 
 import freesolo_mmdet  # noqa: E402,F401 (registers the FreeSOLO modules)
 from mmdet.registry import MODELS  # noqa: E402
@@ -163,11 +165,19 @@ def main() -> None:
     doubled = preprocessor(fresh(), training=True)
     num_views = len(doubled['inputs'])
 
-    times = {}
-    times['solov2'] = median_time(lambda data: step(solov2, data), args.repeats, device, setup=fresh)
-    times['freesolo'] = median_time(lambda data: step(freesolo, data), args.repeats, device, setup=fresh)
+    def r50_forward() -> None:
+        """The yardstick: the stock backbone in eval mode, no grad, on the B preprocessed images."""
+        solov2.backbone.eval()
+        with torch.no_grad():
+            solov2.backbone(single['inputs'])
+        solov2.backbone.train()
+
+    # the ratios' terms are timed in interleaved rounds (one call of each per round)
+    times = interleaved_median_times(
+        dict(solov2=lambda data: step(solov2, data), freesolo=lambda data: step(freesolo, data),
+             augment=lambda batch: augment(*batch), r50=r50_forward),
+        args.repeats, device, setups=dict(solov2=fresh, freesolo=fresh, augment=fresh_single))
     times['preprocess'] = median_time(lambda data: preprocessor(data, training=True), args.repeats, device, setup=fresh)
-    times['augment'] = median_time(lambda batch: augment(*batch), args.repeats, device, setup=fresh_single)
     times['preprocess_single'] = median_time(preprocess_without_augment, args.repeats, device, setup=fresh)
     times['extract_feat'] = median_time(lambda: freesolo.extract_feat(doubled['inputs']), args.repeats, device)
 
@@ -180,15 +190,10 @@ def main() -> None:
     times['head_loss'] = time_head_loss()
     times['backward'] = median_time(lambda loss: loss.backward(), args.repeats, device,
                                     setup=lambda: losses_of(freesolo))
-    solov2.backbone.eval()
-    with torch.no_grad():
-        times['r50'] = median_time(lambda: solov2.backbone(single['inputs']), args.repeats, device)
-    solov2.backbone.train()
-
     b = args.batch
     print(f'device {device}, {torch.get_num_threads()} threads; batch {b} x {args.height}x{args.width}, '
           f'{args.num_objects} masks per image ({num_views} images after the two-view augment); '
-          f'median of {args.repeats} after a warm-up')
+          f'median of {args.repeats} after a warm-up; (a), (b), the augment and (d) in interleaved rounds')
     rows = [
         ('(a) SOLOv2 step: preprocess + loss + backward', times['solov2']),
         ('(b) FreeSOLO step: preprocess (two views) + loss + backward', times['freesolo']),
