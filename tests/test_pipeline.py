@@ -107,7 +107,8 @@ def test_metrics_table_equals_pycocotools(demo):
 
 def test_rerun_is_fresh_never_stale(demo, capsys):
     """Unchanged: every stage up to date, nothing rewritten. New images: Free Mask and everything after
-    it redone, and masks.json lists them. A new --score-thr: only the stages from the pseudo labels on."""
+    it redone, and masks.json lists them. A new --score-thr: only the stages from the pseudo labels on; a new
+    --refine-iters: every prediction stage."""
     root, argv, table = demo
     work = root / 'elsewhere' / 'w'
     checkpoint = work / 'round1' / 'iter_4.pth'
@@ -135,6 +136,14 @@ def test_rerun_is_fresh_never_stale(demo, capsys):
     lines = stage_lines(out)
     assert lines['free_masks'] == lines['round1'] == 'up to date'
     assert lines['pseudo_labels'] == 'running: score_thr 0.3 -> 0.2'
+
+    # the demo config refines the trained models' masks (mask_refine_iters=3); --refine-iters 0 turns it off
+    # and redoes every prediction stage, not the training
+    _, out = run_here(root, [*argv, '--score-thr', '0.2', '--refine-iters', '0'], capsys)
+    lines = stage_lines(out)
+    assert lines['free_masks'] == lines['round1'] == 'up to date'
+    for stage in ('pseudo_labels', 'predict', 'val round 1'):
+        assert lines[stage].startswith('running: refine_iters'), (stage, lines[stage])
 
 
 def test_three_rounds_with_merged_labels_from_the_previous_round(demo, capsys):

@@ -144,3 +144,25 @@ def test_tool_writes_coco_json_and_report(tmp_path, capsys):
         tool.main(args[:1] + [str(tmp_path / 'missing.pth')] + args[2:])
     with pytest.raises(SystemExit):  # argparse: --ann-file without --img-prefix
         tool.main(args[:2] + ['--ann-file', str(root / 'coarse.json'), '--out', str(out)])
+
+
+def test_refined_predictions_follow_the_colour_edge(tmp_path):
+    """refine_iters: a blocky predicted mask around a red disc becomes the disc (GrabCut on the image, recovered
+    from the test pipeline's half-size input and resized back); off, the mask is written as predicted."""
+    from test_free_mask_refine import disc_scene, iou
+    image, disc, coarse = disc_scene()
+    cv2.imwrite(str(tmp_path / 'disc.png'), image[..., ::-1])
+    images = [dict(id=1, file_name='disc.png', path=str(tmp_path / 'disc.png'))]
+    pipeline = [PACK[0], dict(type='Resize', scale_factor=0.5, keep_ratio=True), PACK[1]]
+    pred = InstanceData(masks=torch.from_numpy(coarse)[None], scores=torch.tensor([0.9]))
+    masks = {}
+    for refine_iters in (None, 3):
+        entries = predict_pseudo_labels(FixedPredictor({1: pred.clone()}), images, pipeline,
+                                        refine_iters=refine_iters)
+        (annotation, ) = entries[0]['annotations']
+        masks[refine_iters] = mask_util.decode(annotation['segmentation']).astype(bool)
+        ys, xs = np.nonzero(masks[refine_iters])
+        assert annotation['bbox'] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert annotation['score'] == pytest.approx(0.9)
+    assert np.array_equal(masks[None], coarse)
+    assert iou(coarse, disc) < 0.35 and iou(masks[3], disc) > 0.9

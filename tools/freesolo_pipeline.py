@@ -46,6 +46,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="'auto': raise both configs' resizes toward the images' median short side (x1 to "
                         "x--max-scale-factor; the choice is logged); 'config': the configs' scales as written")
     parser.add_argument('--max-scale-factor', type=float, default=2.0, help="the largest factor of 'auto'")
+    parser.add_argument('--refine-iters', type=int,
+                        help="GrabCut iterations refining the trained models' masks on the image's colours (0: off; "
+                        "default: the training config's mask_refine_iters, 3 in the demo configs, off in the spec's)")
     parser.add_argument('--overlay-thr', type=float, default=0.3, help='score of the masks drawn on overlays')
     parser.add_argument('--max-overlays', type=int, default=100, help='overlay pictures written at most')
     parser.add_argument('--free-mask-cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
@@ -69,7 +72,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         score_thr=args.score_thr, max_per_img=args.max_per_img, overlay_thr=args.overlay_thr,
                         max_overlays=args.max_overlays, free_mask_cfg_options=args.free_mask_cfg_options,
                         train_cfg_options=args.train_cfg_options, num_rounds=args.rounds, label_mode=args.labels,
-                        init=args.init, input_scale=args.input_scale, max_scale_factor=args.max_scale_factor)
+                        init=args.init, input_scale=args.input_scale, max_scale_factor=args.max_scale_factor,
+                        refine_iters=args.refine_iters)
 
 
 if __name__ == '__main__':

@@ -104,3 +104,7 @@ default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
 log_processor = dict(window_size=10)
+# Not in the spec: the pipeline (tools/freesolo_pipeline.py) refines every mask the trained model predicts (pseudo
+# labels, final masks, val predictions) with this many GrabCut iterations on the image's colours, as the demo's Free
+# Mask config does for the Free Masks; the trained masks' borders are loose (docs/results.md). 0 or absent: off.
+mask_refine_iters = 3

@@ -30,7 +30,8 @@ def predict_masks(cfg: Config,
                   batch_size: int = 1,
                   num_workers: int = 2,
                   device: Optional[str] = None,
-                  show_progress: bool = True) -> dict:
+                  show_progress: bool = True,
+                  refine_iters: Optional[int] = None) -> dict:
     """The model's masks on ``images``, filtered (score, width, count), written to ``out`` and
     ``OUT.report.json`` in the Free Mask format (RLE, tight XYWH box, area, score, emb).
 
@@ -43,6 +44,8 @@ def predict_masks(cfg: Config,
         checkpoint (str): trained weights.
         images (list[dict]): ``id``, ``file_name`` and ``path`` of each image.
         out (str): the COCO json to write; checked for writability before any work.
+        refine_iters (int, optional): GrabCut iterations refining each kept mask on the image's colours
+            (:func:`~freesolo_mmdet.engine.pseudo_labels.refine_masks`); None or 0 (the spec): off.
 
     Returns:
         dict: the report (``num_images``, ``num_images_with_masks``, ``num_annotations``, ``skipped``,
@@ -59,7 +62,8 @@ def predict_masks(cfg: Config,
     shard = [dict(image, index=i) for i, image in enumerate(images)][rank::world_size]
     entries = predict_pseudo_labels(model, shard, find_test_pipeline(cfg), score_thr=score_thr,
                                     max_per_img=max_per_img, max_width=max_width, batch_size=batch_size,
-                                    num_workers=num_workers, show_progress=show_progress and rank == 0)
+                                    num_workers=num_workers, show_progress=show_progress and rank == 0,
+                                    refine_iters=refine_iters)
     parts = gather_object(entries, dst=0) if world_size > 1 else [entries]
     report = [None]
     if rank == 0:

@@ -10,6 +10,8 @@
    With ``num_rounds`` > 2, steps 3-4 repeat (``pseudo_labels_round{k}``, ``round{k+1}``); options merge
    the earlier labels in (``label_mode='merge'``, ``W/labels_round{k+1}.json``) and start each round from
    the previous one (``init='previous'``).
+   The trained models' masks (pseudo labels and steps 5-6) are refined by GrabCut on the image's colours
+   when ``refine_iters`` (or the training config's ``mask_refine_iters``) says so, as the demo configs do.
 5. ``predict``: the final model's masks on every image -> ``W/masks.json``; ``overlays``: pictures of them
    -> ``W/overlays/<file name>.jpg``.
 6. ``metrics`` (with a val set): class-agnostic mask and box AP/AR of the Free Masks, round 1 and round 2
@@ -203,7 +205,8 @@ def run_pipeline(images: str,
                  label_mode: str = 'replace',
                  init: str = 'initial',
                  input_scale: str = 'auto',
-                 max_scale_factor: float = 2.0) -> Dict[str, Dict[str, List[float]]]:
+                 max_scale_factor: float = 2.0,
+                 refine_iters: Optional[int] = None) -> Dict[str, Dict[str, List[float]]]:
     """Every stage of FreeSOLO on a folder of images (see the module docstring).
 
     Args:
@@ -231,6 +234,10 @@ def run_pipeline(images: str,
             (:mod:`~freesolo_mmdet.apis.input_scales`), and the choice is logged; ``'config'``: the
             configs' scales as written.
         max_scale_factor (float): the largest factor of ``'auto'``.
+        refine_iters (int, optional): GrabCut iterations refining every mask the trained models predict
+            (pseudo labels, final masks, val predictions) on the image's colours; 0: off. None: the
+            training config's ``mask_refine_iters`` (3 in the demo configs; absent, so off, in the spec's
+            configs).
 
     Returns:
         dict: ``{model name: {'segm': 12 stats, 'bbox': 12 stats}}`` (empty without a val set).
@@ -264,6 +271,12 @@ def run_pipeline(images: str,
     if rank == 0:
         _prepare_offline_weights(fm_cfg, base_cfg)
     barrier()
+
+    if refine_iters is None:
+        refine_iters = base_cfg.get('mask_refine_iters') or 0
+    if refine_iters < 0:
+        raise InputError(f'--refine-iters must be >= 0, got {refine_iters}')
+    refine = dict(refine_iters=refine_iters) if refine_iters else {}  # also what the records hold
 
     image_list = list_images(images)
     if input_scale == 'auto':
@@ -307,10 +320,10 @@ def run_pipeline(images: str,
         pseudo_record = StageRecord(
             records, 'pseudo_labels' if number == 2 else f'pseudo_labels_round{number - 1}', dict(
                 **inputs, model=file_identity(previous), upstream=final_record.upstream(), score_thr=score_thr,
-                max_per_img=max_per_img, max_width=0.95), [pseudo, report_path(pseudo)])
+                max_per_img=max_per_img, max_width=0.95, **refine), [pseudo, report_path(pseudo)])
         if _begin(pseudo_record):
             predict_masks(base_cfg, previous, image_list, pseudo, score_thr=score_thr, max_per_img=max_per_img,
-                          max_width=0.95)
+                          max_width=0.95, **refine)
             if rank == 0:
                 pseudo_record.finish()
         if not _read_report(pseudo)['num_annotations']:
@@ -339,10 +352,10 @@ def run_pipeline(images: str,
     # 5. the final masks on every image, and pictures of them
     masks = osp.join(w, 'masks.json')
     predict_record = StageRecord(records, 'predict', dict(
-        **inputs, model=file_identity(final), upstream=final_record.upstream(), **PREDICT_FILTERS),
+        **inputs, model=file_identity(final), upstream=final_record.upstream(), **PREDICT_FILTERS, **refine),
         [masks, report_path(masks)])
     if _begin(predict_record):
-        predict_masks(base_cfg, final, image_list, masks, **PREDICT_FILTERS)
+        predict_masks(base_cfg, final, image_list, masks, **PREDICT_FILTERS, **refine)
         if rank == 0:
             predict_record.finish()
     overlays = osp.join(w, 'overlays')
@@ -370,10 +383,10 @@ def run_pipeline(images: str,
         outputs = {'Free Masks': val_free}
         for name, checkpoint in rounds.items():
             out = osp.join(w, 'val', name.replace(' ', '') + '.json')
-            record = StageRecord(records, f'val {name}', dict(val_inputs, model=file_identity(checkpoint)),
-                                 [out, report_path(out)])
+            record = StageRecord(records, f'val {name}', dict(val_inputs, model=file_identity(checkpoint),
+                                                              **refine), [out, report_path(out)])
             if _begin(record):
-                predict_masks(base_cfg, checkpoint, val_list, out, **PREDICT_FILTERS)
+                predict_masks(base_cfg, checkpoint, val_list, out, **PREDICT_FILTERS, **refine)
                 if rank == 0:
                     record.finish()
             outputs[name] = out

@@ -8,6 +8,8 @@ Shared by ``tools/gen_pseudo_labels.py`` (offline, between two training runs) an
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+import cv2
+import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
@@ -17,10 +19,11 @@ from torch.utils.data import DataLoader
 
 from freesolo_mmdet.datasets.image_list import ImagePipelineDataset
 from freesolo_mmdet.free_mask.coco_writer import OBJECT_CATEGORIES, masks_to_coco_annotations
+from freesolo_mmdet.free_mask.refine import grabcut_refine
 from mmdet.structures.mask import mask2bbox
 
 __all__ = [
-    'select_pseudo_labels', 'predict_pseudo_labels', 'collect_pseudo_label_coco',
+    'select_pseudo_labels', 'refine_masks', 'predict_pseudo_labels', 'collect_pseudo_label_coco',
     'find_test_pipeline'
 ]
 
@@ -50,6 +53,31 @@ def select_pseudo_labels(pred: InstanceData,
     return kept[kept.scores.argsort(descending=True, stable=True)[:max_per_img]]
 
 
+def refine_masks(pred: InstanceData, data: dict, iters: int) -> InstanceData:
+    """Each of ``pred.masks`` refined by GrabCut on the image's colours (:func:`grabcut_refine`).
+
+    Args:
+        pred (InstanceData): ``masks`` (n, h, w) bool at the original image size.
+        data (dict): the test pipeline's output for the image: ``inputs`` (3, H, W) uint8 at
+            ``img_shape`` and ``data_samples`` with ``ori_shape``; the image is resized back to
+            ``ori_shape`` (as Free Mask's refinement does), not read again.
+        iters (int): GrabCut iterations.
+
+    Returns:
+        InstanceData: ``pred`` with refined masks (same order, scores and other fields).
+    """
+    if len(pred) == 0:
+        return pred
+    meta = data['data_samples'].metainfo
+    img_h, img_w = meta.get('img_shape', data['inputs'].shape[-2:])[:2]
+    ori_h, ori_w = meta['ori_shape'][:2]
+    image = data['inputs'][:, :int(img_h), :int(img_w)].permute(1, 2, 0).cpu().numpy()
+    image = cv2.resize(np.ascontiguousarray(image), (int(ori_w), int(ori_h)), interpolation=cv2.INTER_LINEAR)
+    masks = pred.masks.cpu().numpy()
+    pred.masks = torch.from_numpy(np.stack([grabcut_refine(image, mask, iters=iters) for mask in masks]))
+    return pred
+
+
 def predict_pseudo_labels(model: torch.nn.Module,
                           images: Sequence[dict],
                           pipeline: list,
@@ -58,7 +86,8 @@ def predict_pseudo_labels(model: torch.nn.Module,
                           max_width: Optional[float] = 0.95,
                           batch_size: int = 1,
                           num_workers: int = 0,
-                          show_progress: bool = False) -> List[dict]:
+                          show_progress: bool = False,
+                          refine_iters: Optional[int] = None) -> List[dict]:
     """Predict and select (:func:`select_pseudo_labels`) the pseudo labels of ``images``.
 
     The model runs in eval mode without gradients; its training mode is restored afterwards.
@@ -69,6 +98,8 @@ def predict_pseudo_labels(model: torch.nn.Module,
         images (Sequence[dict]): ``id``, ``file_name``, ``path`` and optionally ``index`` (the
             image's position in the whole list, for :func:`collect_pseudo_label_coco`;
             default: its position in ``images``).
+        refine_iters (int, optional): refine the selected masks with this many GrabCut iterations
+            (:func:`refine_masks`). None or 0 (the spec): off.
 
     Returns:
         list[dict]: one entry per image: ``index``, ``image`` (COCO image dict), ``annotations``
@@ -93,6 +124,8 @@ def predict_pseudo_labels(model: torch.nn.Module,
                 if item['index'] in predictions:
                     pred = select_pseudo_labels(predictions[item['index']].pred_instances, score_thr,
                                                 max_per_img, max_width)
+                    if refine_iters:
+                        pred = refine_masks(pred, item['data'], refine_iters)
                     entry['image']['height'], entry['image']['width'] = pred.masks.shape[-2:]
                     entry['annotations'] = masks_to_coco_annotations(pred.masks, pred.scores, image['id'],
                                                                      pred.get('embs'))
