@@ -9,7 +9,7 @@ import pytest
 from mmengine.config import Config
 
 from freesolo_mmdet.apis import (InputError, StageRecord, check_writable, derive_train_config,
-                                 image_fingerprint, load_config, retarget_train_dataset)
+                                 image_fingerprint, load_config, retarget_train_dataset, self_training_options)
 from freesolo_mmdet.apis.pipeline import overlay_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,3 +242,13 @@ def test_run_main_destroys_the_process_group_it_leaves(error, monkeypatch):
             run_main(main, [])
         assert exit_info.value.code == 2
     assert not dist.is_initialized()
+
+
+def test_self_training_defaults_are_the_spec_and_configs_override_them():
+    """FreeSOLO's self-training (replace the labels, retrain from the initial weights, as long as round 1)
+    unless a config's ``self_training`` says otherwise; a typo in it is refused with a suggestion."""
+    assert self_training_options(Config.fromfile(R50)) == dict(labels='replace', init='initial', iters=None)
+    cfg = Config(dict(self_training=dict(labels='merge', iters=7)))
+    assert self_training_options(cfg) == dict(labels='merge', init='initial', iters=7)
+    with pytest.raises(InputError, match="self_training: unknown key 'inits'; did you mean 'init'"):
+        self_training_options(Config(dict(self_training=dict(inits='previous'))))

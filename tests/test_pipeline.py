@@ -170,6 +170,31 @@ def test_three_rounds_with_merged_labels_from_the_previous_round(demo, capsys):
     assert all(state == 'up to date' for state in stage_lines(out).values())
 
 
+def test_self_training_from_the_training_config_and_the_command_line(tmp_path, capsys):
+    """A config's ``self_training`` (merge, from the previous round, 3 iterations) sets round 2;
+    --self-training-iters overrides its length and reruns round 2 only."""
+    make_demo_dataset(str(tmp_path / 'data'), num_train=4, num_val=1, image_size=96, progress=False)
+    config = tmp_path / 'train.py'
+    config.write_text(f"_base_ = {str(REPO / 'configs' / 'demo' / 'freesolo_light_demo.py')!r}\n"
+                      "self_training = dict(labels='merge', init='previous', iters=3)\n")
+    work = tmp_path / 'w'
+    argv = ['--images', str(tmp_path / 'data' / 'train'), '--work-dir', str(work), '--train-config', str(config),
+            '--score-thr', '0', '--train-cfg-options', 'train_cfg.max_iters=2', 'model.test_cfg.score_thr=0',
+            'model.test_cfg.filter_thr=0']
+    capsys.readouterr()
+    freesolo_pipeline.main(argv)
+    out = capsys.readouterr().out
+    assert '[labels_round2] running' in out
+    assert sorted(p.name for p in (work / 'round1').glob('iter_*.pth')) == ['iter_1.pth', 'iter_2.pth']
+    assert sorted(p.name for p in (work / 'round2').glob('iter_*.pth')) == ['iter_2.pth', 'iter_3.pth']
+    dumped = ''.join(path.read_text() for path in (work / 'round2').glob('*.py'))
+    assert f"load_from = '{work / 'round1' / 'iter_2.pth'}'" in dumped
+    freesolo_pipeline.main([*argv, '--self-training-iters', '1'])
+    lines = stage_lines(capsys.readouterr().out)
+    assert lines['round1'] == 'up to date' and lines['round2'].startswith('running')
+    assert (work / 'round2' / 'iter_1.pth').is_file()
+
+
 def write_demo(root: Path, num_train: int = 6) -> Path:
     make_demo_dataset(str(root / 'data'), num_train=num_train, num_val=1, image_size=96, progress=False)
     return root / 'data' / 'train'

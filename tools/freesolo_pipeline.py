@@ -31,17 +31,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--val-ann', help='COCO json of the val ground truth: adds the metrics table')
     parser.add_argument('--free-mask-config', default=osp.join(REPO, 'configs/demo/free_mask_demo.py'))
     parser.add_argument('--train-config', default=osp.join(REPO, 'configs/demo/freesolo_light_demo.py'))
-    parser.add_argument('--iters', type=int, help='training iterations per round (default: the config\'s)')
+    parser.add_argument('--iters', type=int, help="training iterations per round (default: the config's "
+                        "train_cfg.max_iters; later rounds: see --self-training-iters)")
     parser.add_argument('--score-thr', type=float, default=0.3, help='pseudo-label score threshold')
     parser.add_argument('--max-per-img', type=int, default=20, help='pseudo labels per image at most')
     parser.add_argument('--rounds', type=int, default=2,
                         help='training rounds: 1 on the Free Masks, then self-training on pseudo labels (default 2)')
-    parser.add_argument('--labels', choices=['replace', 'merge'], default='replace',
+    parser.add_argument('--labels', choices=['replace', 'merge'],
                         help="a self-training round's labels: the previous round's pseudo labels ('replace', "
-                        "FreeSOLO) or those plus the earlier labels that none overlaps ('merge', CutLER)")
-    parser.add_argument('--init', choices=['initial', 'previous'], default='initial',
+                        "FreeSOLO) or those plus the earlier labels that none overlaps ('merge', CutLER); default: "
+                        "the training config's self_training.labels, else 'replace'")
+    parser.add_argument('--init', choices=['initial', 'previous'],
                         help="each round starts from the config's initial weights ('initial', FreeSOLO) or from the "
-                        "previous round ('previous')")
+                        "previous round ('previous', CutLER); default: the training config's self_training.init, "
+                        "else 'initial'")
+    parser.add_argument('--self-training-iters', type=int,
+                        help="training iterations of each round after the first (default: --iters if given, else the "
+                        "training config's self_training.iters, else train_cfg.max_iters)")
     parser.add_argument('--input-scale', choices=['auto', 'config'], default='auto',
                         help="'auto': raise both configs' resizes toward the images' median short side (x1 to "
                         "x--max-scale-factor; the choice is logged); 'config': the configs' scales as written")
@@ -72,7 +78,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         score_thr=args.score_thr, max_per_img=args.max_per_img, overlay_thr=args.overlay_thr,
                         max_overlays=args.max_overlays, free_mask_cfg_options=args.free_mask_cfg_options,
                         train_cfg_options=args.train_cfg_options, num_rounds=args.rounds, label_mode=args.labels,
-                        init=args.init, input_scale=args.input_scale, max_scale_factor=args.max_scale_factor,
+                        init=args.init, self_training_iters=args.self_training_iters,
+                        input_scale=args.input_scale, max_scale_factor=args.max_scale_factor,
                         refine_iters=args.refine_iters)
 
 

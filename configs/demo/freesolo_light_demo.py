@@ -108,3 +108,8 @@ log_processor = dict(window_size=10)
 # labels, final masks, val predictions) with this many GrabCut iterations on the image's colours, as the demo's Free
 # Mask config does for the Free Masks; the trained masks' borders are loose (docs/results.md). 0 or absent: off.
 mask_refine_iters = 3
+# Not in the spec (which retrains from the initial weights on the pseudo labels alone): the pipeline's self-training
+# rounds follow CutLER. Each keeps the earlier labels that no pseudo label overlaps ('merge') and fine-tunes the
+# previous round's model ('previous') for half of round 1's iterations. On the held-out benchmark, round 2 went from
+# collapsed (mask AP50 0.1, trained on 51 pseudo labels in 43 of 60 images) to 9.9 (docs/results.md).
+self_training = dict(labels='merge', init='previous', iters=300)

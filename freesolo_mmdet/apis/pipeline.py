@@ -55,7 +55,7 @@ from .inference import predict_masks
 from .input_scales import (input_scale_factor, median_short_side, resize_short_side, scale_configs,
                            train_short_side)
 from .stage_record import StageRecord, file_identity, image_fingerprint
-from .training import derive_train_config, train
+from .training import derive_train_config, self_training_options, train
 
 __all__ = ['run_pipeline', 'choose_input_scales', 'write_overlays', 'evaluate_predictions', 'metrics_table',
            'overlay_path']
@@ -202,8 +202,9 @@ def run_pipeline(images: str,
                  free_mask_cfg_options: Optional[dict] = None,
                  train_cfg_options: Optional[dict] = None,
                  num_rounds: int = 2,
-                 label_mode: str = 'replace',
-                 init: str = 'initial',
+                 label_mode: Optional[str] = None,
+                 init: Optional[str] = None,
+                 self_training_iters: Optional[int] = None,
                  input_scale: str = 'auto',
                  max_scale_factor: float = 2.0,
                  refine_iters: Optional[int] = None) -> Dict[str, Dict[str, List[float]]]:
@@ -217,18 +218,23 @@ def run_pipeline(images: str,
         train_config (str): the FreeSOLO training config; its train dataset (or the first dataset inside
             its wrappers) is pointed at the pipeline's masks and images.
         val_images, val_ann (str, optional): a val folder and its COCO ground truth: adds the metrics.
-        iters (int, optional): training iterations per round (default: the config's).
+        iters (int, optional): training iterations of round 1, and of every later round unless
+            ``self_training_iters`` is given (default: the config's ``train_cfg.max_iters``).
         score_thr, max_per_img (float, int): the pseudo-label filters of self-training.
         overlay_thr (float): score of the masks drawn on the overlays.
         max_overlays (int): overlay pictures written at most.
         free_mask_cfg_options, train_cfg_options (dict, optional): overrides of existing config keys.
         num_rounds (int): training rounds: round 1 on the Free Masks, each later one on the previous
             round's pseudo labels. Defaults to 2 (FreeSOLO: one round of self-training).
-        label_mode (str): ``'replace'`` (FreeSOLO): a round trains on the previous round's pseudo labels
-            only; ``'merge'`` (CutLER): plus the labels the previous round was trained on that no new
-            label overlaps (mask IoU < 0.5), :func:`merge_pseudo_labels`.
-        init (str): ``'initial'`` (FreeSOLO): every round starts from the config's initial weights;
-            ``'previous'``: from the previous round's final checkpoint.
+        label_mode (str, optional): ``'replace'`` (FreeSOLO): a round trains on the previous round's pseudo
+            labels only; ``'merge'`` (CutLER): plus the labels the previous round was trained on that no new
+            label overlaps (mask IoU < 0.5), :func:`merge_pseudo_labels`. None: the training config's
+            ``self_training.labels``, else ``'replace'``.
+        init (str, optional): ``'initial'`` (FreeSOLO): every round starts from the config's initial
+            weights; ``'previous'`` (CutLER): from the previous round's final checkpoint. None: the training
+            config's ``self_training.init``, else ``'initial'``.
+        self_training_iters (int, optional): training iterations of every round after the first. None:
+            ``iters`` if given, else the training config's ``self_training.iters``, else those of round 1.
         input_scale (str): ``'auto'``: every resize of both configs is raised by the images' median short
             side over the training config's test short side, between 1 and ``max_scale_factor``
             (:mod:`~freesolo_mmdet.apis.input_scales`), and the choice is logged; ``'config'``: the
@@ -249,6 +255,14 @@ def run_pipeline(images: str,
     rank, world_size = get_dist_info()
     if num_rounds < 1:
         raise InputError(f'--rounds must be at least 1, got {num_rounds}')
+    base_cfg = load_config(train_config, train_cfg_options)
+    self_training = self_training_options(base_cfg)
+    label_mode = label_mode or self_training['labels']
+    init = init or self_training['init']
+    if self_training_iters is None:
+        self_training_iters = iters if iters is not None else self_training['iters']
+    if self_training_iters is not None and self_training_iters < 1:
+        raise InputError(f'--self-training-iters must be at least 1, got {self_training_iters}')
     if label_mode not in ('replace', 'merge'):
         raise InputError(f"--labels must be 'replace' or 'merge', got {label_mode!r}")
     if init not in ('initial', 'previous'):
@@ -267,7 +281,6 @@ def run_pipeline(images: str,
     records = osp.join(w, '.records')
     fm_cfg = load_config(free_mask_config, free_mask_cfg_options)
     free_mask_options(fm_cfg)  # refuse typos in free_mask_cfg before any work
-    base_cfg = load_config(train_config, train_cfg_options)
     if rank == 0:
         _prepare_offline_weights(fm_cfg, base_cfg)
     barrier()
@@ -298,9 +311,9 @@ def run_pipeline(images: str,
                          f'({report["num_skipped"]} unreadable): see {osp.join(w, "free_masks.report.json")}')
 
     # 2.-4. self-supervised SOLO on the Free Masks, then rounds of self-training on pseudo labels
-    def train_round(name: str, ann_file: str, upstream: StageRecord,
+    def train_round(name: str, ann_file: str, upstream: StageRecord, max_iters: Optional[int],
                     load_from: Optional[str] = None) -> Tuple[str, StageRecord]:
-        cfg = derive_train_config(base_cfg, ann_file, images, osp.join(w, name), max_iters=iters,
+        cfg = derive_train_config(base_cfg, ann_file, images, osp.join(w, name), max_iters=max_iters,
                                   load_from=load_from)
         record = StageRecord(records, name, dict(config=cfg.to_dict(), weights=_local_checkpoints(base_cfg),
                                                  upstream=upstream.upstream()), [osp.join(w, name)])
@@ -312,7 +325,7 @@ def run_pipeline(images: str,
         return _on_rank0(record.result()['checkpoint'] if rank == 0 else None), record
 
     rounds = {}
-    rounds['round 1'], final_record = train_round('round1', free_masks, fm_record)
+    rounds['round 1'], final_record = train_round('round1', free_masks, fm_record, iters)
     labels, labels_record = free_masks, fm_record  # what the last round was trained on
     for number in range(2, num_rounds + 1):
         previous = rounds[f'round {number - 1}']
@@ -346,7 +359,8 @@ def run_pipeline(images: str,
             pseudo, pseudo_record = merged, merge_record
         labels, labels_record = pseudo, pseudo_record
         rounds[f'round {number}'], final_record = train_round(
-            f'round{number}', pseudo, pseudo_record, load_from=previous if init == 'previous' else None)
+            f'round{number}', pseudo, pseudo_record, self_training_iters,
+            load_from=previous if init == 'previous' else None)
     final = list(rounds.values())[-1]
 
     # 5. the final masks on every image, and pictures of them

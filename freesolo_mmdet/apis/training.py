@@ -5,7 +5,7 @@ import gc
 import math
 import os.path as osp
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -13,7 +13,7 @@ from mmengine.dist import get_world_size, is_distributed
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .config import InputError
+from .config import InputError, check_keys
 from .distributed import setup_cpu_distributed
 
 __all__ = ['retarget_train_dataset', 'derive_train_config', 'build_runner', 'train']
@@ -38,6 +38,22 @@ def retarget_train_dataset(dataset: dict, ann_file: str, img_dir: str) -> dict:
     dataset.update(data_root='', ann_file=osp.abspath(ann_file),
                    data_prefix=dict(dataset.get('data_prefix') or {}, img=osp.join(osp.abspath(img_dir), '')))
     return dataset
+
+
+# the self-training of FreeSOLO (spec section 3): each round replaces the labels with the previous
+# model's pseudo labels and retrains from the initial weights, as long as round 1
+SELF_TRAINING_DEFAULTS = dict(labels='replace', init='initial', iters=None)
+
+
+def self_training_options(cfg: Config) -> Dict[str, object]:
+    """``SELF_TRAINING_DEFAULTS`` updated by the training config's ``self_training`` dict.
+
+    Raises:
+        InputError: ``self_training`` has a key that nothing reads (a typo).
+    """
+    options = dict(cfg.get('self_training') or {})
+    check_keys(options, SELF_TRAINING_DEFAULTS, 'self_training')
+    return {**SELF_TRAINING_DEFAULTS, **options}
 
 
 def derive_train_config(cfg: Config,
