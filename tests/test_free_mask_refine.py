@@ -6,7 +6,8 @@ from mmdet.registry import MODELS
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 
-from freesolo_mmdet.free_mask.refine import grabcut_refine
+from freesolo_mmdet.free_mask import refine as refine_module
+from freesolo_mmdet.free_mask.refine import grabcut_refine, grabcut_refine_all
 import test_free_mask_generator  # noqa: F401  (registers AvgPool32Backbone)
 
 
@@ -32,6 +33,28 @@ def test_the_border_moves_to_the_colour_edge():
     assert iou(coarse, disc) < 0.35
     refined = grabcut_refine(image, coarse, iters=3)
     assert iou(refined, disc) > 0.95
+
+
+def test_refining_many_masks_in_threads_equals_one_after_the_other(monkeypatch):
+    """Shifted and shrunk blocky masks of several discs, refined by 3 threads: bit for bit the masks refined
+    one by one (GrabCut's k-means RNG is seeded per mask and per thread)."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(60, 200, (160, 200, 3)).astype(np.uint8)  # noisy: k-means starts matter
+    yy, xx = np.mgrid[:160, :200]
+    masks = []
+    for k, (cy, cx, r) in enumerate([(40, 50, 18), (100, 60, 25), (70, 140, 30), (130, 160, 15)] * 2):
+        image[(yy - cy)**2 + (xx - cx)**2 <= r**2] = (40 * k % 255, 200 - 20 * k, 90 + 15 * k)
+        shift = k % 3 - 1
+        mask = np.zeros((160, 200), bool)
+        mask[max(0, cy - r + 4 * shift):cy + r + 4 * shift, max(0, cx - r):cx + r - 3 * k % 7] = True
+        masks.append(mask)
+    masks = np.stack(masks)
+    serial = np.stack([grabcut_refine(image, mask, iters=2) for mask in masks])
+    assert not np.array_equal(serial, masks)  # refinement changed them
+    monkeypatch.setattr(refine_module, 'refine_threads', lambda: 3)
+    for _ in range(3):
+        assert np.array_equal(grabcut_refine_all(image, masks, iters=2), serial)
+    assert grabcut_refine_all(image, masks[:0], iters=2).shape == (0, 160, 200)
 
 
 def test_nothing_to_learn_or_nothing_found_keeps_the_mask():

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from freesolo_mmdet.datasets.image_list import ImagePipelineDataset
 from freesolo_mmdet.free_mask.coco_writer import OBJECT_CATEGORIES, masks_to_coco_annotations
-from freesolo_mmdet.free_mask.refine import grabcut_refine
+from freesolo_mmdet.free_mask.refine import grabcut_refine_all
 from mmdet.structures.mask import mask2bbox
 
 __all__ = [
@@ -54,7 +54,7 @@ def select_pseudo_labels(pred: InstanceData,
 
 
 def refine_masks(pred: InstanceData, data: dict, iters: int) -> InstanceData:
-    """Each of ``pred.masks`` refined by GrabCut on the image's colours (:func:`grabcut_refine`).
+    """Each of ``pred.masks`` refined by GrabCut on the image's colours (:func:`grabcut_refine_all`).
 
     Args:
         pred (InstanceData): ``masks`` (n, h, w) bool at the original image size.
@@ -74,7 +74,7 @@ def refine_masks(pred: InstanceData, data: dict, iters: int) -> InstanceData:
     image = data['inputs'][:, :int(img_h), :int(img_w)].permute(1, 2, 0).cpu().numpy()
     image = cv2.resize(np.ascontiguousarray(image), (int(ori_w), int(ori_h)), interpolation=cv2.INTER_LINEAR)
     masks = pred.masks.cpu().numpy()
-    pred.masks = torch.from_numpy(np.stack([grabcut_refine(image, mask, iters=iters) for mask in masks]))
+    pred.masks = torch.from_numpy(grabcut_refine_all(image, masks, iters=iters))
     return pred
 
 

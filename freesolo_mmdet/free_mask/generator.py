@@ -20,7 +20,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from freesolo_mmdet.utils.mask_ops import mask_projections
-from .refine import grabcut_refine
+from .refine import grabcut_refine_all
 
 __all__ = ['FreeMaskGenerator', 'pyramid_queries', 'soft_masks', 'maskness', 'resize_embedding', 'valid_feature_region']
 
@@ -251,7 +251,7 @@ class FreeMaskGenerator(BaseModel):
         """Each mask refined by GrabCut on ``image`` ((h, w, 3) uint8 at the masks' size), then the
         filters applied again (a refined mask may shrink below them)."""
         masks = results.masks.cpu().numpy()
-        refined = np.stack([grabcut_refine(image, mask, iters=self.refine_iters) for mask in masks])
+        refined = grabcut_refine_all(image, masks, iters=self.refine_iters)
         results.masks = torch.from_numpy(refined).to(results.masks.device)
         return results[self.filter_masks(results)]
 

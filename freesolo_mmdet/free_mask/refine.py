@@ -6,12 +6,16 @@ masks with the image's colours (MaskCut and TokenCut with a CRF). Here each mask
 around it: the mask is "probably foreground", a ring around it "probably background", the rest of the crop
 background; GrabCut's colour models and graph cut then move the border to the image's edges.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import cv2
 import numpy as np
 
-__all__ = ['grabcut_refine']
+__all__ = ['grabcut_refine', 'grabcut_refine_all']
+
+_POOL: Optional[ThreadPoolExecutor] = None
 
 
 def grabcut_refine(image: np.ndarray, mask: np.ndarray, iters: int = 3, margin: float = 0.5,
@@ -60,3 +64,28 @@ def grabcut_refine(image: np.ndarray, mask: np.ndarray, iters: int = 3, margin: 
     out = np.zeros_like(mask)
     out[y0:y1, x0:x1] = refined
     return out
+
+
+def refine_threads() -> int:
+    """Threads for :func:`grabcut_refine_all`: this process's CPUs (its affinity), at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def grabcut_refine_all(image: np.ndarray, masks: np.ndarray, iters: int = 3) -> np.ndarray:
+    """:func:`grabcut_refine` of each of ``masks`` ((n, H, W) bool) on ``image``; returns (n, H, W) bool.
+
+    The masks are refined in parallel threads (OpenCV releases the GIL; its RNG, seeded per mask, is per thread),
+    so the result is the same as one after the other.
+    """
+    global _POOL
+    if len(masks) == 0:
+        return masks.astype(bool, copy=True)
+    if len(masks) == 1 or refine_threads() == 1:
+        return np.stack([grabcut_refine(image, mask, iters=iters) for mask in masks])
+    if _POOL is None or _POOL._max_workers != refine_threads():
+        _POOL = ThreadPoolExecutor(refine_threads(), thread_name_prefix='grabcut')
+    return np.stack(list(_POOL.map(lambda mask: grabcut_refine(image, mask, iters=iters), masks)))
