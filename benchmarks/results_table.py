@@ -49,10 +49,13 @@ BENCHMARKS = {
 #: name -> extra arguments of tools/freesolo_pipeline.py. 'default' is the command of the README.
 SETTINGS = {
     'default': [],
+    # the spec's self-training (FreeSOLO): round 2 replaces the labels and retrains from the initial weights
+    'FreeSOLO self-training': ['--labels', 'replace', '--init', 'initial', '--self-training-iters', '600'],
     # the pipeline before 2026-12-01: Free Masks without GrabCut refinement, the configs' input scales
     'no refinement, config scales': ['--input-scale', 'config', '--free-mask-cfg-options', 'model.refine_iters=None',
-                                     '--refine-iters', '0'],
-    '3 rounds, merged labels': ['--rounds', '3', '--labels', 'merge'],
+                                     '--refine-iters', '0', '--labels', 'replace', '--init', 'initial',
+                                     '--self-training-iters', '600'],
+    '3 rounds': ['--rounds', '3'],
     'DropLoss 0.01': ['--train-cfg-options', 'model.mask_head.drop_loss_thr=0.01'],
     'MaskCut pseudo masks': ['--free-mask-config', 'configs/demo/maskcut_demo.py'],
 }

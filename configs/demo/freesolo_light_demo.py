@@ -47,7 +47,8 @@ model = dict(
             out_channels=64,
             mask_stride=4,
             norm_cfg=dict(type='GN', num_groups=16, requires_grad=True)),
-        loss_mask_pairwise=dict(warmup_iters=40)))  # recipe: 1000 of 30k iterations; at full weight early it collapses the masks
+        # recipe: 1000 of 30k iterations; at full weight early it collapses the masks
+        loss_mask_pairwise=dict(warmup_iters=40)))
 
 data_root = 'data/demo/'
 free_masks = 'work_dirs/demo/free_masks.json'
