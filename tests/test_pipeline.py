@@ -56,7 +56,7 @@ def run_here(root: Path, argv, capsys):
 
 
 #: bracketed lines of the pipeline's output that report, not stages
-REPORTS = ('metrics', 'input scales')
+REPORTS = ('metrics', 'input scales', 'self-training')
 
 
 def stage_lines(out: str) -> dict:
@@ -185,6 +185,8 @@ def test_self_training_from_the_training_config_and_the_command_line(tmp_path, c
     freesolo_pipeline.main(argv)
     out = capsys.readouterr().out
     assert '[labels_round2] running' in out
+    assert ("[self-training] 1 round(s) after round 1: merged labels (CutLER), from the previous round's weights, "
+            '3 iterations each') in out
     assert sorted(p.name for p in (work / 'round1').glob('iter_*.pth')) == ['iter_1.pth', 'iter_2.pth']
     assert sorted(p.name for p in (work / 'round2').glob('iter_*.pth')) == ['iter_2.pth', 'iter_3.pth']
     dumped = ''.join(path.read_text() for path in (work / 'round2').glob('*.py'))

@@ -290,6 +290,12 @@ def run_pipeline(images: str,
     if refine_iters < 0:
         raise InputError(f'--refine-iters must be >= 0, got {refine_iters}')
     refine = dict(refine_iters=refine_iters) if refine_iters else {}  # also what the records hold
+    if num_rounds > 1:
+        later_iters = self_training_iters or base_cfg.train_cfg.get('max_iters')
+        _say(f'[self-training] {num_rounds - 1} round(s) after round 1: '
+             + ('merged labels (CutLER)' if label_mode == 'merge' else 'replaced labels (FreeSOLO)')
+             + (", from the previous round's weights" if init == 'previous' else ', from the initial weights')
+             + f', {later_iters} iterations each')
 
     image_list = list_images(images)
     if input_scale == 'auto':
