@@ -1,4 +1,8 @@
 """GrabCut refinement of coarse masks: borders move to the image's colour edges."""
+import os
+import select
+import signal
+
 import cv2
 import numpy as np
 import torch
@@ -55,6 +59,21 @@ def test_refining_many_masks_in_threads_equals_one_after_the_other(monkeypatch):
     for _ in range(3):
         assert np.array_equal(grabcut_refine_all(image, masks, iters=2), serial)
     assert grabcut_refine_all(image, masks[:0], iters=2).shape == (0, 160, 200)
+    # a forked child (a data loader worker) refines with its own threads, the same masks
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only if it refined the same masks within the parent's timeout
+        os.close(read)
+        same = np.array_equal(grabcut_refine_all(image, masks, iters=2), serial)
+        os.write(write, b'1' if same else b'0')
+        os._exit(0)
+    os.close(write)
+    ready, _, _ = select.select([read], [], [], 60)
+    result = os.read(read, 1) if ready else b'hung'
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert result == b'1'
 
 
 def test_nothing_to_learn_or_nothing_found_keeps_the_mask():

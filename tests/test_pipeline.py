@@ -291,6 +291,10 @@ def test_bad_inputs_end_in_one_line_and_exit_2(tmp_path, capsys):
         (['--images', str(images), '--work-dir', str(tmp_path / 'w6'), '--free-mask-cfg-options',
           'model.min_score=1.01'], 'Free Mask found no mask on any of the 2 files'),
         (['--images', str(images), '--work-dir', str(images / '000000.jpg' / 'w')], 'cannot write'),
+        (['--images', str(images), '--work-dir', str(tmp_path / 'w8'), '--self-training-iters', '0'],
+         '--self-training-iters must be at least 1, got 0'),
+        (['--images', str(images), '--work-dir', str(tmp_path / 'w9'), '--train-cfg-options',
+          'self_training.lables=merge'], "'lables' is not a key of self_training; did you mean 'labels'?"),
     ]
     for argv, message in cases:
         code, err = exit_of(argv, capsys)

@@ -8,14 +8,16 @@ background; GrabCut's colour models and graph cut then move the border to the im
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Dict, Optional
 
 import cv2
 import numpy as np
 
 __all__ = ['grabcut_refine', 'grabcut_refine_all']
 
-_POOL: Optional[ThreadPoolExecutor] = None
+_POOLS: Dict[int, ThreadPoolExecutor] = {}  # by number of threads
+# a forked child (a data loader worker) inherits the pools but not their threads: it makes its own
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def grabcut_refine(image: np.ndarray, mask: np.ndarray, iters: int = 3, margin: float = 0.5,
@@ -81,11 +83,11 @@ def grabcut_refine_all(image: np.ndarray, masks: np.ndarray, iters: int = 3) -> 
     The masks are refined in parallel threads (OpenCV releases the GIL; its RNG, seeded per mask, is per thread),
     so the result is the same as one after the other.
     """
-    global _POOL
     if len(masks) == 0:
         return masks.astype(bool, copy=True)
-    if len(masks) == 1 or refine_threads() == 1:
+    threads = refine_threads()
+    if len(masks) == 1 or threads == 1:
         return np.stack([grabcut_refine(image, mask, iters=iters) for mask in masks])
-    if _POOL is None or _POOL._max_workers != refine_threads():
-        _POOL = ThreadPoolExecutor(refine_threads(), thread_name_prefix='grabcut')
-    return np.stack(list(_POOL.map(lambda mask: grabcut_refine(image, mask, iters=iters), masks)))
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix='grabcut')
+    return np.stack(list(_POOLS[threads].map(lambda mask: grabcut_refine(image, mask, iters=iters), masks)))
