@@ -1,7 +1,8 @@
-"""merge_pseudo_labels: new labels, plus the earlier ones that no new label overlaps (mask IoU < 0.5)."""
+"""merge_pseudo_labels: new labels, plus the earlier ones that no new label overlaps (mask IoU < 0.5);
+labels_with_min_score: the confident Free Masks as round 1's labels."""
 import numpy as np
 
-from freesolo_mmdet.engine.label_merge import merge_pseudo_labels
+from freesolo_mmdet.engine.label_merge import labels_with_min_score, merge_pseudo_labels
 from freesolo_mmdet.free_mask.coco_writer import mask_to_rle
 
 
@@ -41,3 +42,16 @@ def test_old_labels_are_kept_only_where_no_new_label_overlaps_them():
     assert merged['images'] == new['images']
     # at IoU threshold 0.3 the touching square (0.33) counts as covered too
     assert merge_pseudo_labels(new, old, iou_thr=0.3)['info']['merged']['old_labels_kept'] == 2
+
+
+def test_labels_with_min_score_keeps_the_scores_at_or_above_it_and_every_image():
+    free_masks = labels([(1, 'a.jpg'), (2, 'b.jpg')], {'a.jpg': [box_mask(0, 0, 5, 5), box_mask(8, 8, 12, 12)],
+                                                       'b.jpg': [box_mask(0, 0, 3, 3)]})
+    for annotation, score in zip(free_masks['annotations'], (0.55, 0.6, 0.7)):
+        annotation['score'] = score
+    del free_masks['annotations'][2]['score']  # no score: 1.0, as the dataset reads it
+    selected = labels_with_min_score(free_masks, 0.6)
+    assert [a['id'] for a in selected['annotations']] == [2, 3]  # 0.6 is kept: at least, not above
+    assert selected['images'] == free_masks['images'] and selected['info'] == dict(min_score=0.6)
+    assert len(free_masks['annotations']) == 3  # the input is left as it was
+    assert [a['id'] for a in labels_with_min_score(free_masks, 0.5)['annotations']] == [1, 2, 3]

@@ -191,6 +191,18 @@ def test_self_training_from_the_training_config_and_the_command_line(tmp_path, c
     assert sorted(p.name for p in (work / 'round2').glob('iter_*.pth')) == ['iter_2.pth', 'iter_3.pth']
     dumped = ''.join(path.read_text() for path in (work / 'round2').glob('*.py'))
     assert f"load_from = '{work / 'round1' / 'iter_2.pth'}'" in dumped
+    # round 1 trains on the Free Masks scored >= the demo config's free_mask_label_thr (0.6), and round 2 merges
+    # those in, not the less confident Free Masks that the demo's Free Mask config also writes (down to 0.5)
+    free_masks = json.loads((work / 'free_masks.json').read_text())['annotations']
+    labels = json.loads((work / 'labels_round1.json').read_text())['annotations']
+    scores = sorted(a['score'] for a in free_masks)
+    assert scores[0] < 0.6 <= scores[-1], scores  # this data has masks on both sides of the threshold
+    assert [a['id'] for a in labels] == [a['id'] for a in free_masks if a['score'] >= 0.6]
+    assert f"'{work / 'labels_round1.json'}'" in ''.join(path.read_text() for path in (work / 'round1').glob('*.py'))
+    merged = json.loads((work / 'labels_round2.json').read_text())
+    counts = {a['segmentation']['counts'] for a in merged['annotations']}
+    assert any(a['segmentation']['counts'] in counts for a in labels)  # the merge kept some Free Masks...
+    assert not any(a['segmentation']['counts'] in counts for a in free_masks if a['score'] < 0.6)  # ...only these
     freesolo_pipeline.main([*argv, '--self-training-iters', '1'])
     lines = stage_lines(capsys.readouterr().out)
     assert lines['round1'] == 'up to date' and lines['round2'].startswith('running')
@@ -295,6 +307,10 @@ def test_bad_inputs_end_in_one_line_and_exit_2(tmp_path, capsys):
          '--self-training-iters must be at least 1, got 0'),
         (['--images', str(images), '--work-dir', str(tmp_path / 'w9'), '--train-cfg-options',
           'self_training.lables=merge'], "'lables' is not a key of self_training; did you mean 'labels'?"),
+        (['--images', str(images), '--work-dir', str(tmp_path / 'w10'), '--train-cfg-options',
+          'free_mask_label_thr=high'], "free_mask_label_thr must be a score or None, got 'high'"),
+        (['--images', str(images), '--work-dir', str(tmp_path / 'w11'), '--train-cfg-options',
+          'free_mask_label_thr=1.01'], 'no Free Mask scored free_mask_label_thr = 1.01 or more'),
     ]
     for argv, message in cases:
         code, err = exit_of(argv, capsys)

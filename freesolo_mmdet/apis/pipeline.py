@@ -3,7 +3,9 @@
 :func:`run_pipeline` runs these stages, each a function of this package:
 
 1. ``free_masks``: Free Mask over the images (:func:`generate_free_masks`) -> ``W/free_masks.json``.
-2. ``round1``: FreeSOLO trained on the Free Masks (:func:`train`) -> ``W/round1/``.
+2. ``round1``: FreeSOLO trained on the Free Masks (:func:`train`) -> ``W/round1/``. A training config's
+   ``free_mask_label_thr`` (the demo's: 0.6) keeps only the Free Masks scored at least that as its labels
+   (``labels_round1``: ``W/labels_round1.json``); the Free Mask config may write less confident ones too.
 3. ``pseudo_labels``: the round-1 model's confident masks (:func:`predict_masks`: score >= 0.3, at most 20
    per image, none wider than 95% of the image) -> ``W/pseudo_labels_round1.json``.
 4. ``round2``: FreeSOLO trained again from the same initial weights on the pseudo labels -> ``W/round2/``.
@@ -44,7 +46,7 @@ from pycocotools.coco import COCO
 from freesolo_mmdet.datasets.demo_scenes import draw_instances
 from freesolo_mmdet.datasets.image_list import list_images
 from freesolo_mmdet.datasets.transforms.load_any_image import read_image
-from freesolo_mmdet.engine.label_merge import merge_pseudo_labels
+from freesolo_mmdet.engine.label_merge import labels_with_min_score, merge_pseudo_labels
 from freesolo_mmdet.engine.pseudo_labels import find_test_pipeline
 from freesolo_mmdet.evaluation.class_agnostic_coco_metric import class_agnostic_cocoeval
 from freesolo_mmdet.free_mask.coco_writer import dump_json_atomic
@@ -257,6 +259,9 @@ def run_pipeline(images: str,
         raise InputError(f'--rounds must be at least 1, got {num_rounds}')
     base_cfg = load_config(train_config, train_cfg_options)
     self_training = self_training_options(base_cfg)
+    label_thr = base_cfg.get('free_mask_label_thr')
+    if label_thr is not None and (isinstance(label_thr, bool) or not isinstance(label_thr, (int, float))):
+        raise InputError(f'free_mask_label_thr must be a score or None, got {label_thr!r}')
     label_mode = label_mode or self_training['labels']
     init = init or self_training['init']
     if self_training_iters is None:
@@ -330,9 +335,25 @@ def run_pipeline(images: str,
             barrier()
         return _on_rank0(record.result()['checkpoint'] if rank == 0 else None), record
 
+    labels, labels_record = free_masks, fm_record  # what the next round trains on
+    if label_thr is not None:
+        labels = osp.join(w, 'labels_round1.json')
+        labels_record = StageRecord(records, 'labels_round1', dict(upstream=fm_record.upstream(),
+                                                                    min_score=label_thr), [labels])
+        if _begin(labels_record) and rank == 0:
+            with open(free_masks) as f:
+                result = labels_with_min_score(json.load(f), label_thr)
+            dump_json_atomic(result, labels)
+            print(f'[labels_round1] {len(result["annotations"])} of the {report["num_annotations"]} Free Masks '
+                  f'score >= {label_thr}', flush=True)
+            labels_record.finish()
+        barrier()
+        with open(labels) as f:
+            if not json.load(f)['annotations']:
+                raise InputError(f'no Free Mask scored free_mask_label_thr = {label_thr} or more; lower it in the '
+                                 f'training config: see {free_masks}')
     rounds = {}
-    rounds['round 1'], final_record = train_round('round1', free_masks, fm_record, iters)
-    labels, labels_record = free_masks, fm_record  # what the last round was trained on
+    rounds['round 1'], final_record = train_round('round1', labels, labels_record, iters)
     for number in range(2, num_rounds + 1):
         previous = rounds[f'round {number - 1}']
         pseudo = osp.join(w, f'pseudo_labels_round{number - 1}.json')

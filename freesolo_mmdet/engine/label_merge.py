@@ -1,5 +1,6 @@
-"""Multi-round self-training labels (spec section 7, CutLER): a round's confident predictions, plus the
-earlier labels that no new prediction covers.
+"""Training labels of the pipeline's rounds: the confident Free Masks (round 1), and for multi-round
+self-training (spec section 7, CutLER) a round's confident predictions plus the earlier labels that no new
+prediction covers.
 
 Both inputs and the output are in the Free Mask json format (:mod:`freesolo_mmdet.free_mask.coco_writer`):
 RLE masks, ``score``, ``emb``, one ``object`` category; images are matched by ``file_name``.
@@ -11,13 +12,23 @@ from typing import Dict, List
 import numpy as np
 import pycocotools.mask as mask_util
 
-__all__ = ['merge_pseudo_labels']
+__all__ = ['labels_with_min_score', 'merge_pseudo_labels']
 
 
 def _rles(annotations: List[dict]) -> List[dict]:
     return [dict(size=a['segmentation']['size'], counts=a['segmentation']['counts'].encode('ascii')
                  if isinstance(a['segmentation']['counts'], str) else a['segmentation']['counts'])
             for a in annotations]
+
+
+def labels_with_min_score(labels: dict, min_score: float) -> dict:
+    """A copy of ``labels`` (COCO dict) with the annotations whose ``score`` is at least ``min_score`` (an
+    annotation without one counts as 1.0, as :class:`~freesolo_mmdet.datasets.CoarseMaskCocoDataset` reads it);
+    every image stays listed, with ``info.min_score`` recording the filter."""
+    annotations = [a for a in labels['annotations'] if a.get('score', 1.0) >= min_score]
+    selected = dict(labels, annotations=annotations)
+    selected['info'] = dict(labels.get('info') or {}, min_score=min_score)
+    return selected
 
 
 def merge_pseudo_labels(new: dict, old: dict, iou_thr: float = 0.5) -> dict:
