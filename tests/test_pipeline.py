@@ -116,7 +116,7 @@ def test_rerun_is_fresh_never_stale(demo, capsys):
     again, out = run_here(root, argv, capsys)
     assert again == table
     lines = stage_lines(out)
-    assert {'free_masks', 'round1', 'pseudo_labels', 'predict', 'overlays'} <= set(lines)
+    assert {'free_masks', 'labels_round1', 'round1', 'pseudo_labels', 'predict', 'overlays'} <= set(lines)
     assert all(state == 'up to date' for name, state in lines.items() if name != 'round2'), lines
     assert "[input scales] the images' median short side is 96 px" in out  # the demo configs: x1, logged
     assert os.stat(checkpoint).st_mtime_ns == mtime
@@ -126,7 +126,8 @@ def test_rerun_is_fresh_never_stale(demo, capsys):
     _, out = run_here(root, argv, capsys)
     lines = stage_lines(out)
     assert lines['free_masks'] == 'running: images changed (2 added, 0 removed, 0 modified)'
-    assert lines['round1'] == 'running: free_masks changed'
+    assert '[labels_round1] running: free_masks changed' in out  # the Free Masks >= free_mask_label_thr
+    assert lines['round1'] == 'running: labels_round1 changed'
     assert lines['predict'].startswith('running: images changed (2 added')
     masks = COCO(str(work / 'masks.json'))
     assert {'added_0.jpg', 'added_1.jpg'} <= {im['file_name'] for im in masks.dataset['images']}
