@@ -53,7 +53,9 @@ train_dataloader = dict(
         type='MaskProposalDataset',
         img_dir=data_root + 'train',
         proposal_file=repo + '/work_dirs/demo/free_masks.json',  # FreeSOLO Free Masks (make demo); checked when built
-        min_score=0.0,
+        # the masks FreeSOLO's round 1 trains on (free_mask_label_thr in configs/demo/freesolo_light_demo.py): the
+        # demo's Free Mask config also writes less confident ones since 2026-12-01, down to 0.5, ranked
+        min_score=0.6,
         min_area=16,
         max_per_image=20,
         transform=dict(crop_size=192, scale=(0.3, 1.0), flip_prob=0.5, jitter_prob=0.8,
