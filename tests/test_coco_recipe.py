@@ -91,7 +91,10 @@ def shrink(command: str, init_ckpt: str) -> Optional[str]:
         return on_two_processes(command) + cfg_options(
             densecl, 'train_cfg.max_iters=2', f'train_dataloader.dataset.pipeline.2.scales=[{SIZE}]', *test_size)
     if command.startswith('python tools/gen_pseudo_labels.py'):
-        return command + ' --score-thr 0' + cfg_options(test_size[1], *no_thresholds)
+        # a 2-iteration model's masks are noise, and with a random seed they may all be below mask_thr or
+        # wider than --max-width; mask_thr 0 (every mask is the image) and --max-width 1 keep labels for round 2
+        return command + ' --score-thr 0 --max-width 1' + cfg_options(test_size[1], *no_thresholds,
+                                                                      'model.test_cfg.mask_thr=0')
     if command.startswith('bash tools/dist_test.sh'):
         return on_two_processes(command) + f' --out {PREDICTIONS}' + cfg_options(test_size[1], *no_thresholds)
     if command.startswith('bash tools/dist_train.sh configs/finetune/'):

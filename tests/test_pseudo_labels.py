@@ -144,6 +144,10 @@ def test_tool_writes_coco_json_and_report(tmp_path, capsys):
         tool.main(args[:1] + [str(tmp_path / 'missing.pth')] + args[2:])
     with pytest.raises(SystemExit):  # argparse: --ann-file without --img-prefix
         tool.main(args[:2] + ['--ann-file', str(root / 'coarse.json'), '--out', str(out)])
+    # no mask kept: OUT is rewritten empty (not left stale) and the tool fails, before training would
+    with pytest.raises(InputError, match=r'holds no label: no mask of the model reached --score-thr 1\.01'):
+        tool.main(args + ['--score-thr', '1.01'])
+    assert json.loads(out.read_text())['images'] == []
 
 
 def test_refined_predictions_follow_the_colour_edge(tmp_path):

@@ -8,6 +8,7 @@ Runs the config's test pipeline and model, keeps masks with score >= --score-thr
 most --max-width (0.95) of the image width, at most --max-per-img (20) per image, and writes them in
 the Free Mask format (RLE, tight XYWH bbox, area, score, emb, ids 1..N). Images without a kept mask
 and unreadable images are left out and listed in OUT.report.json (OUT without its .json suffix).
+When no mask is kept on any image, OUT is still written (empty, never stale) and the tool exits with code 2.
 The work is :func:`freesolo_mmdet.apis.predict_masks`; this is its command line.
 
 Round 2 retrains from the pre-trained backbone, as the authors' release does (not from CHECKPOINT), on
@@ -20,7 +21,7 @@ import os.path as osp
 from mmengine.config import DictAction
 from mmengine.logging import MMLogger
 
-from freesolo_mmdet.apis import init_distributed, load_config, predict_masks, run_main
+from freesolo_mmdet.apis import InputError, init_distributed, load_config, predict_masks, run_main
 from freesolo_mmdet.datasets.image_list import add_image_source_arguments, check_image_source_arguments, \
     list_images
 
@@ -62,6 +63,9 @@ def main(argv=None) -> dict:
     print(f'{args.out}: {report["num_annotations"]} masks on {report["num_images_with_masks"]} of '
           f'{report["num_images"]} images; {report["num_skipped"]} unreadable, {report["num_no_mask"]} '
           f'without a mask (see {osp.splitext(args.out)[0]}.report.json)')
+    if not report['num_annotations']:  # training on OUT would stop at 'annotation file has no images'
+        raise InputError(f'{args.out} holds no label: no mask of the model reached --score-thr {args.score_thr} '
+                         f'(and --max-width {args.max_width}) on any image; train the model longer or lower them')
     return report
 
 
