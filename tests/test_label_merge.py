@@ -44,6 +44,22 @@ def test_old_labels_are_kept_only_where_no_new_label_overlaps_them():
     assert merge_pseudo_labels(new, old, iou_thr=0.3)['info']['merged']['old_labels_kept'] == 2
 
 
+def test_images_without_new_labels_keep_their_old_ones():
+    """A pseudo-label file lists only the images with a kept mask: an image that it leaves out keeps every
+    earlier label (none is covered), under its old id or, where the new file uses that id, one past both files' ids."""
+    square, far = box_mask(0, 0, 10, 10), box_mask(12, 12, 20, 20)
+    new = labels([(1, 'a.jpg')], {'a.jpg': [square]})
+    old = labels([(1, 'b.jpg'), (2, 'a.jpg'), (5, 'c.jpg'), (6, 'd.jpg')],
+                 {'a.jpg': [far], 'b.jpg': [square, far], 'c.jpg': [far]})  # d.jpg: no label, not listed
+    merged = merge_pseudo_labels(new, old)
+    assert [(image['id'], image['file_name']) for image in merged['images']] == [(1, 'a.jpg'), (7, 'b.jpg'),
+                                                                                  (5, 'c.jpg')]
+    assert [(a['image_id'], a['area']) for a in merged['annotations']] == [(1, 100), (1, 64), (7, 100), (7, 64),
+                                                                           (5, 64)]
+    assert [a['id'] for a in merged['annotations']] == [1, 2, 3, 4, 5]
+    assert merged['info']['merged']['old_labels_kept'] == 4
+
+
 def test_labels_with_min_score_keeps_the_scores_at_or_above_it_and_every_image():
     free_masks = labels([(1, 'a.jpg'), (2, 'b.jpg')], {'a.jpg': [box_mask(0, 0, 5, 5), box_mask(8, 8, 12, 12)],
                                                        'b.jpg': [box_mask(0, 0, 3, 3)]})

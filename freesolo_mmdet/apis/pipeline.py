@@ -373,14 +373,16 @@ def run_pipeline(images: str,
         if label_mode == 'merge':
             merged = osp.join(w, f'labels_round{number}.json')
             merge_record = StageRecord(records, f'labels_round{number}', dict(
-                upstream=[pseudo_record.upstream(), labels_record.upstream()], iou_thr=0.5), [merged])
+                upstream=[pseudo_record.upstream(), labels_record.upstream()], iou_thr=0.5,
+                # images without a new label keep their earlier ones (before: dropped); redoes older merges
+                unlisted_images='keep labels'), [merged])
             if _begin(merge_record) and rank == 0:
                 with open(pseudo) as f, open(labels) as g:
                     result = merge_pseudo_labels(json.load(f), json.load(g), iou_thr=0.5)
                 dump_json_atomic(result, merged)
-                print(f'[labels_round{number}] {len(result["annotations"])} labels: the round-{number - 1} '
-                      f'pseudo labels and {result["info"]["merged"]["old_labels_kept"]} earlier labels that no '
-                      'new one overlaps (IoU < 0.5)', flush=True)
+                print(f'[labels_round{number}] {len(result["annotations"])} labels on {len(result["images"])} '
+                      f'images: the round-{number - 1} pseudo labels and {result["info"]["merged"]["old_labels_kept"]}'
+                      ' earlier labels that no new one overlaps (IoU < 0.5)', flush=True)
                 merge_record.finish()
             barrier()
             pseudo, pseudo_record = merged, merge_record

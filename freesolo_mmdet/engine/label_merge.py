@@ -36,13 +36,15 @@ def merge_pseudo_labels(new: dict, old: dict, iou_thr: float = 0.5) -> dict:
     below ``iou_thr``.
 
     Args:
-        new (dict): this round's pseudo labels (COCO dict); its ``images`` are the output's images.
+        new (dict): this round's pseudo labels (COCO dict). Pseudo-label files list only the images with
+            a kept mask, so an image of ``old`` that ``new`` does not list keeps all its labels.
         old (dict): the labels the round was trained on.
         iou_thr (float): an old label is kept only if no new label overlaps it this much.
 
     Returns:
-        dict: the merged labels, annotation ids 1..N in image order (new labels first in each image),
-        with ``info.merged`` counting the old labels kept.
+        dict: the merged labels: ``new``'s images, then ``old``'s images with labels that ``new`` does not
+        list (an id that ``new`` uses moves past both files' ids); annotation ids 1..N in image order (new labels
+        first in each image); ``info.merged`` counts the old labels kept.
     """
     old_by_file: Dict[str, List[dict]] = defaultdict(list)
     old_ids = {image['id']: image['file_name'] for image in old['images']}
@@ -52,8 +54,21 @@ def merge_pseudo_labels(new: dict, old: dict, iou_thr: float = 0.5) -> dict:
     for annotation in new['annotations']:
         new_by_image[annotation['image_id']].append(annotation)
 
+    images = list(new['images'])
+    listed = {image['file_name'] for image in images}
+    taken = {image['id'] for image in images}
+    next_id = max([image['id'] for image in images + old['images']], default=0) + 1  # no id of either file
+    for image in old['images']:
+        if image['file_name'] in listed or not old_by_file.get(image['file_name']):
+            continue
+        image = dict(image)
+        if image['id'] in taken:
+            image['id'], next_id = next_id, next_id + 1
+        taken.add(image['id'])
+        images.append(image)
+
     annotations, kept = [], 0
-    for image in new['images']:
+    for image in images:
         fresh = new_by_image[image['id']]
         earlier = old_by_file.get(image['file_name'], [])
         if earlier and fresh:
@@ -65,6 +80,6 @@ def merge_pseudo_labels(new: dict, old: dict, iou_thr: float = 0.5) -> dict:
             annotation = copy.deepcopy(annotation)
             annotation.update(id=len(annotations) + 1, image_id=image['id'])
             annotations.append(annotation)
-    merged = dict(new, annotations=annotations)
+    merged = dict(new, images=images, annotations=annotations)
     merged['info'] = dict(new.get('info') or {}, merged=dict(old_labels_kept=kept, iou_thr=iou_thr))
     return merged
