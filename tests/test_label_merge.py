@@ -1,6 +1,7 @@
 """merge_pseudo_labels: new labels, plus the earlier ones that no new label overlaps (mask IoU < 0.5);
 labels_with_min_score: the confident Free Masks as round 1's labels."""
 import numpy as np
+import pytest
 
 from freesolo_mmdet.engine.label_merge import labels_with_min_score, merge_pseudo_labels
 from freesolo_mmdet.free_mask.coco_writer import mask_to_rle
@@ -38,7 +39,7 @@ def test_old_labels_are_kept_only_where_no_new_label_overlaps_them():
     assert [a['area'] for a in by_image[1]] == [100, 100, 64]  # square (new), then touching and far (old)
     assert [a['area'] for a in by_image[2]] == [64]  # an image without new labels keeps its old ones
     assert [a['id'] for a in merged['annotations']] == [1, 2, 3, 4]
-    assert merged['info']['merged'] == dict(old_labels_kept=3, iou_thr=0.5)
+    assert merged['info']['merged'] == dict(old_labels_kept=3, iou_thr=0.5, unlisted_images='keep')
     assert merged['images'] == new['images']
     # at IoU threshold 0.3 the touching square (0.33) counts as covered too
     assert merge_pseudo_labels(new, old, iou_thr=0.3)['info']['merged']['old_labels_kept'] == 2
@@ -58,6 +59,13 @@ def test_images_without_new_labels_keep_their_old_ones():
                                                                            (5, 64)]
     assert [a['id'] for a in merged['annotations']] == [1, 2, 3, 4, 5]
     assert merged['info']['merged']['old_labels_kept'] == 4
+    # 'drop': only the images that the new file lists (where the round found an object) stay
+    dropped = merge_pseudo_labels(new, old, unlisted_images='drop')
+    assert dropped['images'] == new['images']
+    assert [(a['image_id'], a['area']) for a in dropped['annotations']] == [(1, 100), (1, 64)]
+    assert dropped['info']['merged'] == dict(old_labels_kept=1, iou_thr=0.5, unlisted_images='drop')
+    with pytest.raises(ValueError, match="unlisted_images must be 'keep' or 'drop'"):
+        merge_pseudo_labels(new, old, unlisted_images='keeep')
 
 
 def test_labels_with_min_score_keeps_the_scores_at_or_above_it_and_every_image():

@@ -208,6 +208,14 @@ def test_self_training_from_the_training_config_and_the_command_line(tmp_path, c
     lines = stage_lines(capsys.readouterr().out)
     assert lines['round1'] == 'up to date' and lines['round2'].startswith('running')
     assert (work / 'round2' / 'iter_1.pth').is_file()
+    # --labels merge_confirmed: the same merge, minus the images without a pseudo label; redoes the merge
+    freesolo_pipeline.main([*argv, '--self-training-iters', '1', '--labels', 'merge_confirmed'])
+    out = capsys.readouterr().out
+    assert 'merged labels (CutLER) on the images where the round found an object' in out
+    assert "[labels_round2] running: unlisted_images 'keep' -> 'drop'" in out
+    lines = stage_lines(out)
+    assert lines['round1'] == 'up to date' and lines['round2'].startswith('running')
+    assert json.loads((work / 'labels_round2.json').read_text())['info']['merged']['unlisted_images'] == 'drop'
 
 
 def write_demo(root: Path, num_train: int = 6) -> Path:

@@ -37,9 +37,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--max-per-img', type=int, default=20, help='pseudo labels per image at most')
     parser.add_argument('--rounds', type=int, default=2,
                         help='training rounds: 1 on the Free Masks, then self-training on pseudo labels (default 2)')
-    parser.add_argument('--labels', choices=['replace', 'merge'],
+    parser.add_argument('--labels', choices=['replace', 'merge', 'merge_confirmed'],
                         help="a self-training round's labels: the previous round's pseudo labels ('replace', "
-                        "FreeSOLO) or those plus the earlier labels that none overlaps ('merge', CutLER); default: "
+                        "FreeSOLO) or those plus the earlier labels that none overlaps ('merge', CutLER), or that "
+                        "merge on the images where the round found an object only ('merge_confirmed'); default: "
                         "the training config's self_training.labels, else 'replace'")
     parser.add_argument('--init', choices=['initial', 'previous'],
                         help="each round starts from the config's initial weights ('initial', FreeSOLO) or from the "

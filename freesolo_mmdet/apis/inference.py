@@ -31,7 +31,8 @@ def predict_masks(cfg: Config,
                   num_workers: int = 2,
                   device: Optional[str] = None,
                   show_progress: bool = True,
-                  refine_iters: Optional[int] = None) -> dict:
+                  refine_iters: Optional[int] = None,
+                  split_components: Optional[float] = None) -> dict:
     """The model's masks on ``images``, filtered (score, width, count), written to ``out`` and
     ``OUT.report.json`` in the Free Mask format (RLE, tight XYWH box, area, score, emb).
 
@@ -46,6 +47,9 @@ def predict_masks(cfg: Config,
         out (str): the COCO json to write; checked for writability before any work.
         refine_iters (int, optional): GrabCut iterations refining each kept mask on the image's colours
             (:func:`~freesolo_mmdet.engine.pseudo_labels.refine_masks`); None or 0 (the spec): off.
+        split_components (float, optional): then each kept mask becomes its connected components of at
+            least this share of its largest one
+            (:func:`~freesolo_mmdet.engine.pseudo_labels.split_mask_components`); None (the spec): off.
 
     Returns:
         dict: the report (``num_images``, ``num_images_with_masks``, ``num_annotations``, ``skipped``,
@@ -63,7 +67,7 @@ def predict_masks(cfg: Config,
     entries = predict_pseudo_labels(model, shard, find_test_pipeline(cfg), score_thr=score_thr,
                                     max_per_img=max_per_img, max_width=max_width, batch_size=batch_size,
                                     num_workers=num_workers, show_progress=show_progress and rank == 0,
-                                    refine_iters=refine_iters)
+                                    refine_iters=refine_iters, split_components=split_components)
     parts = gather_object(entries, dst=0) if world_size > 1 else [entries]
     report = [None]
     if rank == 0:

@@ -10,10 +10,12 @@
    per image, none wider than 95% of the image) -> ``W/pseudo_labels_round1.json``.
 4. ``round2``: FreeSOLO trained again from the same initial weights on the pseudo labels -> ``W/round2/``.
    With ``num_rounds`` > 2, steps 3-4 repeat (``pseudo_labels_round{k}``, ``round{k+1}``); options merge
-   the earlier labels in (``label_mode='merge'``, ``W/labels_round{k+1}.json``) and start each round from
-   the previous one (``init='previous'``).
+   the earlier labels in (``label_mode='merge'``, ``W/labels_round{k+1}.json``; ``'merge_confirmed'``: on the
+   images where the round found an object only) and start each round from the previous one
+   (``init='previous'``).
    The trained models' masks (pseudo labels and steps 5-6) are refined by GrabCut on the image's colours
-   when ``refine_iters`` (or the training config's ``mask_refine_iters``) says so, as the demo configs do.
+   when ``refine_iters`` (or the training config's ``mask_refine_iters``) says so, and split into their
+   connected components when the training config's ``mask_split_components`` does, as the demo configs do.
 5. ``predict``: the final model's masks on every image -> ``W/masks.json``; ``overlays``: pictures of them
    -> ``W/overlays/<file name>.jpg``.
 6. ``metrics`` (with a val set): class-agnostic mask and box AP/AR of the Free Masks, round 1 and round 2
@@ -65,6 +67,9 @@ __all__ = ['run_pipeline', 'choose_input_scales', 'write_overlays', 'evaluate_pr
 METRIC_COLUMNS = [('segm', 0, 'mask AP'), ('segm', 1, 'mask AP50'), ('segm', 2, 'mask AP75'),
                   ('segm', 8, 'mask AR100'), ('bbox', 0, 'box AP'), ('bbox', 1, 'box AP50')]
 #: the filters of the final predictions: every mask the model's test config keeps, on every image
+#: self-training label modes, as the pipeline logs them
+LABEL_MODES = {'replace': 'replaced labels (FreeSOLO)', 'merge': 'merged labels (CutLER)',
+               'merge_confirmed': 'merged labels (CutLER) on the images where the round found an object'}
 PREDICT_FILTERS = dict(score_thr=0.1, max_per_img=100, max_width=None, keep_empty=True)
 
 
@@ -230,8 +235,9 @@ def run_pipeline(images: str,
             round's pseudo labels. Defaults to 2 (FreeSOLO: one round of self-training).
         label_mode (str, optional): ``'replace'`` (FreeSOLO): a round trains on the previous round's pseudo
             labels only; ``'merge'`` (CutLER): plus the labels the previous round was trained on that no new
-            label overlaps (mask IoU < 0.5), :func:`merge_pseudo_labels`. None: the training config's
-            ``self_training.labels``, else ``'replace'``.
+            label overlaps (mask IoU < 0.5), :func:`merge_pseudo_labels`, an image without a new label keeping
+            all its own; ``'merge_confirmed'``: the same on the images with a new label, the others leave
+            training. None: the training config's ``self_training.labels``, else ``'replace'``.
         init (str, optional): ``'initial'`` (FreeSOLO): every round starts from the config's initial
             weights; ``'previous'`` (CutLER): from the previous round's final checkpoint. None: the training
             config's ``self_training.init``, else ``'initial'``.
@@ -245,7 +251,9 @@ def run_pipeline(images: str,
         refine_iters (int, optional): GrabCut iterations refining every mask the trained models predict
             (pseudo labels, final masks, val predictions) on the image's colours; 0: off. None: the
             training config's ``mask_refine_iters`` (3 in the demo configs; absent, so off, in the spec's
-            configs).
+            configs). The training config's ``mask_split_components`` (0.1 in the demo configs; absent, so
+            off, in the spec's) then splits each of those masks into its connected components
+            (:func:`~freesolo_mmdet.engine.pseudo_labels.split_mask_components`).
 
     Returns:
         dict: ``{model name: {'segm': 12 stats, 'bbox': 12 stats}}`` (empty without a val set).
@@ -268,8 +276,8 @@ def run_pipeline(images: str,
         self_training_iters = iters if iters is not None else self_training['iters']
     if self_training_iters is not None and self_training_iters < 1:
         raise InputError(f'--self-training-iters must be at least 1, got {self_training_iters}')
-    if label_mode not in ('replace', 'merge'):
-        raise InputError(f"--labels must be 'replace' or 'merge', got {label_mode!r}")
+    if label_mode not in LABEL_MODES:
+        raise InputError(f"--labels must be one of {', '.join(map(repr, LABEL_MODES))}, got {label_mode!r}")
     if init not in ('initial', 'previous'):
         raise InputError(f"--init must be 'initial' or 'previous', got {init!r}")
     if input_scale not in ('auto', 'config'):
@@ -295,10 +303,15 @@ def run_pipeline(images: str,
     if refine_iters < 0:
         raise InputError(f'--refine-iters must be >= 0, got {refine_iters}')
     refine = dict(refine_iters=refine_iters) if refine_iters else {}  # also what the records hold
+    split = base_cfg.get('mask_split_components')
+    if split is not None:
+        if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split <= 1:
+            raise InputError(f'mask_split_components must be a share in [0, 1] or None, got {split!r}')
+        refine['split_components'] = split
     if num_rounds > 1:
         later_iters = self_training_iters or base_cfg.train_cfg.get('max_iters')
         _say(f'[self-training] {num_rounds - 1} round(s) after round 1: '
-             + ('merged labels (CutLER)' if label_mode == 'merge' else 'replaced labels (FreeSOLO)')
+             + LABEL_MODES[label_mode]
              + (", from the previous round's weights" if init == 'previous' else ', from the initial weights')
              + f', {later_iters} iterations each')
 
@@ -370,15 +383,15 @@ def run_pipeline(images: str,
             _say(f'[round{number}] skipped: no prediction of the round-{number - 1} model reached score '
                  f'{score_thr}; the round-{number - 1} model is the final one (train longer: --iters)')
             break
-        if label_mode == 'merge':
+        if label_mode != 'replace':
             merged = osp.join(w, f'labels_round{number}.json')
+            unlisted = 'keep' if label_mode == 'merge' else 'drop'  # images without a new label
             merge_record = StageRecord(records, f'labels_round{number}', dict(
                 upstream=[pseudo_record.upstream(), labels_record.upstream()], iou_thr=0.5,
-                # images without a new label keep their earlier ones (before: dropped); redoes older merges
-                unlisted_images='keep labels'), [merged])
+                unlisted_images=unlisted), [merged])
             if _begin(merge_record) and rank == 0:
                 with open(pseudo) as f, open(labels) as g:
-                    result = merge_pseudo_labels(json.load(f), json.load(g), iou_thr=0.5)
+                    result = merge_pseudo_labels(json.load(f), json.load(g), iou_thr=0.5, unlisted_images=unlisted)
                 dump_json_atomic(result, merged)
                 print(f'[labels_round{number}] {len(result["annotations"])} labels on {len(result["images"])} '
                       f'images: the round-{number - 1} pseudo labels and {result["info"]["merged"]["old_labels_kept"]}'

@@ -31,21 +31,26 @@ def labels_with_min_score(labels: dict, min_score: float) -> dict:
     return selected
 
 
-def merge_pseudo_labels(new: dict, old: dict, iou_thr: float = 0.5) -> dict:
+def merge_pseudo_labels(new: dict, old: dict, iou_thr: float = 0.5, unlisted_images: str = 'keep') -> dict:
     """``new``'s labels, plus each label of ``old`` whose mask IoU with every new label of its image is
     below ``iou_thr``.
 
     Args:
         new (dict): this round's pseudo labels (COCO dict). Pseudo-label files list only the images with
-            a kept mask, so an image of ``old`` that ``new`` does not list keeps all its labels.
+            a kept mask.
         old (dict): the labels the round was trained on.
         iou_thr (float): an old label is kept only if no new label overlaps it this much.
+        unlisted_images (str): the images of ``old`` that ``new`` does not list. ``'keep'`` (the spec's
+            merge: no new label overlaps their labels): they keep all their labels. ``'drop'``: they leave
+            the labels, so that only images where the round found an object are trained on.
 
     Returns:
-        dict: the merged labels: ``new``'s images, then ``old``'s images with labels that ``new`` does not
-        list (an id that ``new`` uses moves past both files' ids); annotation ids 1..N in image order (new labels
-        first in each image); ``info.merged`` counts the old labels kept.
+        dict: the merged labels: ``new``'s images, then (``'keep'``) ``old``'s images with labels that
+        ``new`` does not list (an id that ``new`` uses moves past both files' ids); annotation ids 1..N in
+        image order (new labels first in each image); ``info.merged`` counts the old labels kept.
     """
+    if unlisted_images not in ('keep', 'drop'):
+        raise ValueError(f"unlisted_images must be 'keep' or 'drop', got {unlisted_images!r}")
     old_by_file: Dict[str, List[dict]] = defaultdict(list)
     old_ids = {image['id']: image['file_name'] for image in old['images']}
     for annotation in old['annotations']:
@@ -58,7 +63,7 @@ def merge_pseudo_labels(new: dict, old: dict, iou_thr: float = 0.5) -> dict:
     listed = {image['file_name'] for image in images}
     taken = {image['id'] for image in images}
     next_id = max([image['id'] for image in images + old['images']], default=0) + 1  # no id of either file
-    for image in old['images']:
+    for image in old['images'] if unlisted_images == 'keep' else []:
         if image['file_name'] in listed or not old_by_file.get(image['file_name']):
             continue
         image = dict(image)
@@ -81,5 +86,6 @@ def merge_pseudo_labels(new: dict, old: dict, iou_thr: float = 0.5) -> dict:
             annotation.update(id=len(annotations) + 1, image_id=image['id'])
             annotations.append(annotation)
     merged = dict(new, images=images, annotations=annotations)
-    merged['info'] = dict(new.get('info') or {}, merged=dict(old_labels_kept=kept, iou_thr=iou_thr))
+    merged['info'] = dict(new.get('info') or {}, merged=dict(old_labels_kept=kept, iou_thr=iou_thr,
+                                                             unlisted_images=unlisted_images))
     return merged

@@ -19,11 +19,13 @@ from torch.utils.data import DataLoader
 
 from freesolo_mmdet.datasets.image_list import ImagePipelineDataset
 from freesolo_mmdet.free_mask.coco_writer import OBJECT_CATEGORIES, masks_to_coco_annotations
+from freesolo_mmdet.free_mask.components import split_components
 from freesolo_mmdet.free_mask.refine import grabcut_refine_all
 from mmdet.structures.mask import mask2bbox
 
 __all__ = [
-    'select_pseudo_labels', 'refine_masks', 'predict_pseudo_labels', 'collect_pseudo_label_coco',
+    'select_pseudo_labels', 'refine_masks', 'split_mask_components', 'predict_pseudo_labels',
+    'collect_pseudo_label_coco',
     'find_test_pipeline'
 ]
 
@@ -78,6 +80,26 @@ def refine_masks(pred: InstanceData, data: dict, iters: int) -> InstanceData:
     return pred
 
 
+def split_mask_components(pred: InstanceData, min_fraction: float) -> InstanceData:
+    """Each of ``pred.masks`` replaced by its 8-connected components of at least ``min_fraction`` of its
+    largest one (:func:`~freesolo_mmdet.free_mask.components.split_components`), each with the mask's
+    score and other fields; the order (by score) is kept.
+
+    Args:
+        pred (InstanceData): ``masks`` (n, h, w) bool and the fields that go with them.
+        min_fraction (float): in [0, 1].
+
+    Returns:
+        InstanceData: m >= 0 instances (an empty mask gives none).
+    """
+    if len(pred) == 0:
+        return pred
+    sources, pieces = split_components(pred.masks.cpu().numpy(), min_fraction)
+    split = pred[torch.from_numpy(sources).to(pred.masks.device)]
+    split.masks = torch.from_numpy(pieces).to(pred.masks.device)
+    return split
+
+
 def predict_pseudo_labels(model: torch.nn.Module,
                           images: Sequence[dict],
                           pipeline: list,
@@ -87,7 +109,8 @@ def predict_pseudo_labels(model: torch.nn.Module,
                           batch_size: int = 1,
                           num_workers: int = 0,
                           show_progress: bool = False,
-                          refine_iters: Optional[int] = None) -> List[dict]:
+                          refine_iters: Optional[int] = None,
+                          split_components: Optional[float] = None) -> List[dict]:
     """Predict and select (:func:`select_pseudo_labels`) the pseudo labels of ``images``.
 
     The model runs in eval mode without gradients; its training mode is restored afterwards.
@@ -100,6 +123,9 @@ def predict_pseudo_labels(model: torch.nn.Module,
             default: its position in ``images``).
         refine_iters (int, optional): refine the selected masks with this many GrabCut iterations
             (:func:`refine_masks`). None or 0 (the spec): off.
+        split_components (float, optional): then split each selected mask into its connected components
+            of at least this share of its largest one (:func:`split_mask_components`); an image may then
+            have more than ``max_per_img``. None (the spec): off.
 
     Returns:
         list[dict]: one entry per image: ``index``, ``image`` (COCO image dict), ``annotations``
@@ -126,6 +152,8 @@ def predict_pseudo_labels(model: torch.nn.Module,
                                                 max_per_img, max_width)
                     if refine_iters:
                         pred = refine_masks(pred, item['data'], refine_iters)
+                    if split_components is not None:
+                        pred = split_mask_components(pred, split_components)
                     entry['image']['height'], entry['image']['width'] = pred.masks.shape[-2:]
                     entry['annotations'] = masks_to_coco_annotations(pred.masks, pred.scores, image['id'],
                                                                      pred.get('embs'))

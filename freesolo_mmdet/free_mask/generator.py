@@ -20,6 +20,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from freesolo_mmdet.utils.mask_ops import mask_projections
+from .components import split_components
 from .refine import grabcut_refine_all
 
 __all__ = ['FreeMaskGenerator', 'pyramid_queries', 'soft_masks', 'maskness', 'resize_embedding', 'valid_feature_region']
@@ -144,6 +145,10 @@ class FreeMaskGenerator(BaseModel):
             on the image's colours (:func:`~freesolo_mmdet.free_mask.refine.grabcut_refine`), then apply
             the filters again. None (the spec) = off. Only :meth:`predict` refines: it recovers the image
             from the normalised input with the data preprocessor's mean and std.
+        split_components (float, optional): after refinement, each mask becomes one mask per 8-connected
+            component of at least this share of its largest one, with the mask's score and embedding
+            (:func:`~freesolo_mmdet.free_mask.components.split_components`); the filters apply again, and
+            an image may then have more than ``top_k`` masks. None (the spec) = off. Only :meth:`predict`.
         init_cfg (dict, optional): initialisation config.
     """
 
@@ -164,6 +169,7 @@ class FreeMaskGenerator(BaseModel):
                  emb_dim: Optional[int] = 128,
                  emb_mode: str = 'linear',
                  refine_iters: Optional[int] = None,
+                 split_components: Optional[float] = None,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if nms_kernel not in ('gaussian', 'linear'):
@@ -172,6 +178,8 @@ class FreeMaskGenerator(BaseModel):
             raise ValueError(f'query_scales must be positive factors, got {query_scales}')
         if not input_scales or any(s <= 0 for s in input_scales):
             raise ValueError(f'input_scales must be positive factors, got {input_scales}')
+        if split_components is not None and not 0 <= split_components <= 1:
+            raise ValueError(f'split_components must be a share in [0, 1] or None, got {split_components}')
         self.backbone = MODELS.build(backbone) if backbone is not None else None
         self.feature_level = feature_level
         self.query_scales = tuple(query_scales)
@@ -187,6 +195,7 @@ class FreeMaskGenerator(BaseModel):
         self.emb_dim = emb_dim
         self.emb_mode = emb_mode
         self.refine_iters = refine_iters
+        self.split_components = split_components
 
     def forward(self, inputs: Tensor, data_samples: Optional[SampleList] = None,
                 mode: str = 'predict') -> List[InstanceData]:
@@ -234,6 +243,8 @@ class FreeMaskGenerator(BaseModel):
                 result = self.masks_from_levels(feats, ori_shape, fractions)
             if self.refine_iters and len(result):
                 result = self.refine(result, self._image(inputs[i], img_shape, ori_shape))
+            if self.split_components is not None and len(result):
+                result = self.split(result)
             results.append(result)
         return results
 
@@ -254,6 +265,14 @@ class FreeMaskGenerator(BaseModel):
         refined = grabcut_refine_all(image, masks, iters=self.refine_iters)
         results.masks = torch.from_numpy(refined).to(results.masks.device)
         return results[self.filter_masks(results)]
+
+    def split(self, results: InstanceData) -> InstanceData:
+        """Each mask replaced by its components (``split_components``), which keep its other fields;
+        then the filters."""
+        sources, pieces = split_components(results.masks.cpu().numpy(), self.split_components)
+        split = results[torch.from_numpy(sources).to(results.masks.device)]
+        split.masks = torch.from_numpy(pieces).to(results.masks.device)
+        return split[self.filter_masks(split)]
 
     def masks_from_features(self, feat: Tensor, ori_shape: Tuple[int, int],
                             image_fraction: Tuple[float, float] = (1.0, 1.0)) -> InstanceData:
