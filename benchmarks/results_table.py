@@ -54,12 +54,10 @@ SETTINGS = {
     'FreeSOLO self-training': ['--labels', 'replace', '--init', 'initial', '--self-training-iters', '600'],
     # the pipeline before 2026-12-01: Free Masks without GrabCut refinement, the configs' input scales
     'no refinement, config scales': ['--input-scale', 'config', '--free-mask-cfg-options', 'model.refine_iters=None',
-                                     'model.split_components=None', '--refine-iters', '0', '--train-cfg-options',
-                                     'mask_split_components=None', '--labels', 'replace', '--init', 'initial',
-                                     '--self-training-iters', '600'],
-    # every mask whole, as before its connected pieces were split (split_components, mask_split_components)
-    'masks not split': ['--free-mask-cfg-options', 'model.split_components=None', '--train-cfg-options',
-                        'mask_split_components=None'],
+                                     '--refine-iters', '0', '--train-cfg-options', 'mask_split_components=None',
+                                     '--labels', 'replace', '--init', 'initial', '--self-training-iters', '600'],
+    # the output masks whole, as before they were split into their connected pieces
+    'masks not split': ['--train-cfg-options', 'mask_split_components=None'],
     '3 rounds': ['--rounds', '3'],
     'DropLoss 0.01': ['--train-cfg-options', 'model.mask_head.drop_loss_thr=0.01'],
     'MaskCut pseudo masks': ['--free-mask-config', 'configs/demo/maskcut_demo.py'],

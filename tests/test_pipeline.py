@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
@@ -80,6 +81,8 @@ def test_relative_paths_from_another_folder(demo):
     for ann in masks.dataset['annotations']:
         assert len(ann['emb']) == 128
         assert ann['area'] == int(masks.annToMask(ann).sum())
+        # the demo config's mask_split_components: every output mask is one 8-connected piece
+        assert cv2.connectedComponents(masks.annToMask(ann), connectivity=8)[0] == 2
     assert not (REPO / 'w').exists() and not (root / 'data' / 'w').exists()  # nothing written elsewhere
     # a checkpoint every 5% of the round (4 iterations: every iteration), the last two kept
     assert sorted(p.name for p in (work / 'round1').glob('iter_*.pth')) == ['iter_3.pth', 'iter_4.pth']

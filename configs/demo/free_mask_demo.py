@@ -32,14 +32,13 @@ model = dict(
     # on those >= 0.6 only (free_mask_label_thr in configs/demo/freesolo_light_demo.py; to train on this file
     # without the pipeline, generate it with --cfg-options model.min_score=0.6)
     min_score=0.5,
+    # not in the paper: split_components=0.1 would make each refined mask one mask per connected piece of at least
+    # 10% of its largest. Better Free Masks (demo val mask AP50 31.8 -> 37.1, held-out 7.6 -> 12.9), but as round 1's
+    # labels they made it worse (demo val 46.0 -> 28.3): off here; the pipeline splits its output masks instead
+    # (mask_split_components in configs/demo/freesolo_light_demo.py; docs/free_mask_demo.md)
     # not in the paper: each mask refined by GrabCut on the image's colours (3 iterations). Demo val mask
     # AP50 14.8 -> 24.3, held-out benchmark 1.1 -> 5.4 (docs/free_mask_demo.md)
-    refine_iters=3,
-    # not in the paper: each refined mask becomes one mask per connected piece of at least 10% of its largest
-    # (a query takes in similar objects together; after GrabCut they are separate pieces). Mask AP / AP50 / AR100:
-    # demo train 16.5 / 31.2 / 32.7 -> 25.2 / 40.9 / 47.0, val 18.6 / 31.8 / 37.2 -> 23.4 / 37.1 / 45.1, held-out
-    # 4.6 / 7.6 / 8.2 -> 8.5 / 12.9 / 17.4 (docs/free_mask_demo.md)
-    split_components=0.1)
+    refine_iters=3)
 
 test_pipeline = [
     dict(type='LoadAnyImageFromFile', backend_args=None),

@@ -109,9 +109,11 @@ log_processor = dict(window_size=10)
 # labels, final masks, val predictions) with this many GrabCut iterations on the image's colours, as the demo's Free
 # Mask config does for the Free Masks; the trained masks' borders are loose (docs/results.md). 0 or absent: off.
 mask_refine_iters = 3
-# Not in the spec: the pipeline then splits each of those masks into its connected pieces of at least 10% of its
-# largest, as the demo's Free Mask config does (split_components). Offline, on the masks of one earlier run: demo
-# val round 2 mask AP50 49.3 -> 66.8, held-out final 7.8 -> 28.2 (docs/results.md). None or absent: off.
+# Not in the spec: the pipeline then splits each mask it outputs (final masks, val predictions; not the pseudo labels)
+# into its connected pieces of at least 10% of its largest (a kernel takes in similar objects together; after
+# GrabCut they are separate pieces). Offline, on one earlier run's masks: demo val round 2 mask AP50 49.3 -> 66.8,
+# held-out final 7.8 -> 28.2. As training labels, split Free Masks made round 1 worse (docs/results.md). None or
+# absent: off.
 mask_split_components = 0.1
 # Not in the spec (which retrains from the initial weights on the pseudo labels alone): the pipeline's self-training
 # rounds follow CutLER. Each keeps the earlier labels that no pseudo label overlaps and fine-tunes the previous

@@ -14,8 +14,9 @@
    images where the round found an object only) and start each round from the previous one
    (``init='previous'``).
    The trained models' masks (pseudo labels and steps 5-6) are refined by GrabCut on the image's colours
-   when ``refine_iters`` (or the training config's ``mask_refine_iters``) says so, and split into their
-   connected components when the training config's ``mask_split_components`` does, as the demo configs do.
+   when ``refine_iters`` (or the training config's ``mask_refine_iters``) says so, as the demo configs do;
+   the final masks and val predictions are then split into their connected pieces when the training config's
+   ``mask_split_components`` says so (the demo's: 0.1).
 5. ``predict``: the final model's masks on every image -> ``W/masks.json``; ``overlays``: pictures of them
    -> ``W/overlays/<file name>.jpg``.
 6. ``metrics`` (with a val set): class-agnostic mask and box AP/AR of the Free Masks, round 1 and round 2
@@ -252,8 +253,8 @@ def run_pipeline(images: str,
             (pseudo labels, final masks, val predictions) on the image's colours; 0: off. None: the
             training config's ``mask_refine_iters`` (3 in the demo configs; absent, so off, in the spec's
             configs). The training config's ``mask_split_components`` (0.1 in the demo configs; absent, so
-            off, in the spec's) then splits each of those masks into its connected components
-            (:func:`~freesolo_mmdet.engine.pseudo_labels.split_mask_components`).
+            off, in the spec's) then splits each mask of the final masks and val predictions (not the pseudo
+            labels) into its connected pieces (:func:`~freesolo_mmdet.engine.pseudo_labels.split_mask_components`).
 
     Returns:
         dict: ``{model name: {'segm': 12 stats, 'bbox': 12 stats}}`` (empty without a val set).
@@ -307,7 +308,9 @@ def run_pipeline(images: str,
     if split is not None:
         if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split <= 1:
             raise InputError(f'mask_split_components must be a share in [0, 1] or None, got {split!r}')
-        refine['split_components'] = split
+    # the masks the pipeline outputs (final masks, val predictions) only: as training labels, split masks made
+    # round 1 worse on the demo (mask AP50 46.0 -> 28.3, docs/results.md)
+    outputs = dict(refine, split_components=split) if split is not None else refine
     if num_rounds > 1:
         later_iters = self_training_iters or base_cfg.train_cfg.get('max_iters')
         _say(f'[self-training] {num_rounds - 1} round(s) after round 1: '
@@ -387,7 +390,7 @@ def run_pipeline(images: str,
             merged = osp.join(w, f'labels_round{number}.json')
             unlisted = 'keep' if label_mode == 'merge' else 'drop'  # images without a new label
             merge_record = StageRecord(records, f'labels_round{number}', dict(
-                upstream=[pseudo_record.upstream(), labels_record.upstream()], iou_thr=0.5,
+                upstream={**pseudo_record.upstream(), **labels_record.upstream()}, iou_thr=0.5,
                 unlisted_images=unlisted), [merged])
             if _begin(merge_record) and rank == 0:
                 with open(pseudo) as f, open(labels) as g:
@@ -408,10 +411,10 @@ def run_pipeline(images: str,
     # 5. the final masks on every image, and pictures of them
     masks = osp.join(w, 'masks.json')
     predict_record = StageRecord(records, 'predict', dict(
-        **inputs, model=file_identity(final), upstream=final_record.upstream(), **PREDICT_FILTERS, **refine),
+        **inputs, model=file_identity(final), upstream=final_record.upstream(), **PREDICT_FILTERS, **outputs),
         [masks, report_path(masks)])
     if _begin(predict_record):
-        predict_masks(base_cfg, final, image_list, masks, **PREDICT_FILTERS, **refine)
+        predict_masks(base_cfg, final, image_list, masks, **PREDICT_FILTERS, **outputs)
         if rank == 0:
             predict_record.finish()
     overlays = osp.join(w, 'overlays')
@@ -440,9 +443,9 @@ def run_pipeline(images: str,
         for name, checkpoint in rounds.items():
             out = osp.join(w, 'val', name.replace(' ', '') + '.json')
             record = StageRecord(records, f'val {name}', dict(val_inputs, model=file_identity(checkpoint),
-                                                              **refine), [out, report_path(out)])
+                                                              **outputs), [out, report_path(out)])
             if _begin(record):
-                predict_masks(base_cfg, checkpoint, val_list, out, **PREDICT_FILTERS, **refine)
+                predict_masks(base_cfg, checkpoint, val_list, out, **PREDICT_FILTERS, **outputs)
                 if rank == 0:
                     record.finish()
             outputs[name] = out

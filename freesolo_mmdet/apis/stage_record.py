@@ -96,9 +96,9 @@ class StageRecord:
                 continue
             if key == 'images' and key in old and key in self.inputs:
                 changed.append(f'images changed ({_describe_images(old[key], self.inputs[key])})')
-            elif key == 'upstream':
-                names = sorted(name for name in (old.get(key) or {}).keys() | (self.inputs.get(key) or {}).keys()
-                               if (old.get(key) or {}).get(name) != (self.inputs.get(key) or {}).get(name))
+            elif key == 'upstream' and all(isinstance(r.get(key) or {}, dict) for r in (old, self.inputs)):
+                before, now = old.get(key) or {}, self.inputs.get(key) or {}
+                names = sorted(name for name in before.keys() | now.keys() if before.get(name) != now.get(name))
                 changed.append(f'{" and ".join(names)} changed')
             elif isinstance(old.get(key), (str, int, float, bool, type(None))) and \
                     isinstance(self.inputs.get(key), (str, int, float, bool, type(None))):
