@@ -310,7 +310,7 @@ def run_pipeline(images: str,
             raise InputError(f'mask_split_components must be a share in [0, 1] or None, got {split!r}')
     # the masks the pipeline outputs (final masks, val predictions) only: as training labels, split masks made
     # round 1 worse on the demo (mask AP50 46.0 -> 28.3, docs/results.md)
-    outputs = dict(refine, split_components=split) if split is not None else refine
+    output_refine = dict(refine, split_components=split) if split is not None else refine
     if num_rounds > 1:
         later_iters = self_training_iters or base_cfg.train_cfg.get('max_iters')
         _say(f'[self-training] {num_rounds - 1} round(s) after round 1: '
@@ -411,10 +411,10 @@ def run_pipeline(images: str,
     # 5. the final masks on every image, and pictures of them
     masks = osp.join(w, 'masks.json')
     predict_record = StageRecord(records, 'predict', dict(
-        **inputs, model=file_identity(final), upstream=final_record.upstream(), **PREDICT_FILTERS, **outputs),
+        **inputs, model=file_identity(final), upstream=final_record.upstream(), **PREDICT_FILTERS, **output_refine),
         [masks, report_path(masks)])
     if _begin(predict_record):
-        predict_masks(base_cfg, final, image_list, masks, **PREDICT_FILTERS, **outputs)
+        predict_masks(base_cfg, final, image_list, masks, **PREDICT_FILTERS, **output_refine)
         if rank == 0:
             predict_record.finish()
     overlays = osp.join(w, 'overlays')
@@ -443,9 +443,9 @@ def run_pipeline(images: str,
         for name, checkpoint in rounds.items():
             out = osp.join(w, 'val', name.replace(' ', '') + '.json')
             record = StageRecord(records, f'val {name}', dict(val_inputs, model=file_identity(checkpoint),
-                                                              **outputs), [out, report_path(out)])
+                                                              **output_refine), [out, report_path(out)])
             if _begin(record):
-                predict_masks(base_cfg, checkpoint, val_list, out, **PREDICT_FILTERS, **outputs)
+                predict_masks(base_cfg, checkpoint, val_list, out, **PREDICT_FILTERS, **output_refine)
                 if rank == 0:
                     record.finish()
             outputs[name] = out
