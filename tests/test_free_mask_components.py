@@ -1,14 +1,11 @@
 """Masks split into their connected components (Free Mask's ``split_components``)."""
-import cv2
 import numpy as np
 import pytest
 import torch
 from mmdet.registry import MODELS
-from mmengine.dataset import Compose, pseudo_collate
-from mmengine.registry import init_default_scope
 
 from freesolo_mmdet.free_mask.components import split_components
-import test_free_mask_generator  # noqa: F401  (registers AvgPool32Backbone)
+from test_free_mask_refine import generator_result
 
 
 def pieces_mask():
@@ -42,25 +39,13 @@ def test_pieces_at_least_the_share_of_the_largest_largest_first():
 def test_generator_splits_one_mask_over_two_objects(tmp_path):
     """Two red squares in neighbouring grid cells on grey: one feature-cell query takes both into one mask;
     after refinement it is two pieces, and split_components makes each a mask with the parent's score."""
-    init_default_scope('mmdet')
     img = np.full((128, 192, 3), 110, np.uint8)
     img[40:60, 70:90] = (30, 30, 220)
     img[70:90, 102:122] = (30, 30, 220)
-    cv2.imwrite(str(tmp_path / 'two.png'), img)
-    pipeline = Compose([
-        dict(type='LoadImageFromFile'),
-        dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))])
-    data = [pipeline(dict(img_path=str(tmp_path / 'two.png'), img_id=0))]
     squares = torch.zeros(2, 128, 192, dtype=torch.bool)
     squares[0, 40:60, 70:90] = True
     squares[1, 70:90, 102:122] = True
-    found = {}
-    for split in (None, 0.1):
-        model = MODELS.build(dict(
-            type='FreeMaskGenerator', backbone=dict(type='AvgPool32Backbone'), refine_iters=3, split_components=split,
-            data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                                   std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32)))
-        found[split] = model.test_step(pseudo_collate(data))[0]
+    found = {split: generator_result(tmp_path, img, refine_iters=3, split_components=split) for split in (None, 0.1)}
 
     def best_ious(result):
         return [max(((m & s).sum() / (m | s).sum()).item() for m in result.masks) for s in squares]

@@ -85,26 +85,30 @@ def test_nothing_to_learn_or_nothing_found_keeps_the_mask():
     assert np.array_equal(grabcut_refine(flat, coarse, min_keep=0.99), coarse)  # no edge: kept as it was
 
 
-def test_generator_refines_its_masks_on_the_recovered_image(tmp_path):
-    """A red 40x40 square off the 32-px grid on grey: without refinement the mask is the bilinear blob of the
-    cells it tints; with refine_iters it is the square."""
+def generator_result(tmp_path, image: np.ndarray, **options):
+    """InstanceData of a FreeMaskGenerator (``AvgPool32Backbone``, ImageNet mean and std, ``options``) on
+    ``image`` (BGR uint8), loaded from a PNG as the tools load it."""
     init_default_scope('mmdet')
-    img = np.full((128, 192, 3), 110, np.uint8)
-    img[44:84, 76:116] = (30, 30, 220)
-    cv2.imwrite(str(tmp_path / 'sq.png'), img)
+    cv2.imwrite(str(tmp_path / 'scene.png'), image)
     pipeline = Compose([
         dict(type='LoadImageFromFile'),
         dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))])
-    data = [pipeline(dict(img_path=str(tmp_path / 'sq.png'), img_id=0))]
+    data = [pipeline(dict(img_path=str(tmp_path / 'scene.png'), img_id=0))]
+    model = MODELS.build(dict(
+        type='FreeMaskGenerator', backbone=dict(type='AvgPool32Backbone'), **options,
+        data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32)))
+    return model.test_step(pseudo_collate(data))[0]
+
+
+def test_generator_refines_its_masks_on_the_recovered_image(tmp_path):
+    """A red 40x40 square off the 32-px grid on grey: without refinement the mask is the bilinear blob of the
+    cells it tints; with refine_iters it is the square."""
+    img = np.full((128, 192, 3), 110, np.uint8)
+    img[44:84, 76:116] = (30, 30, 220)
     square = torch.zeros(128, 192, dtype=torch.bool)
     square[44:84, 76:116] = True
-    found = {}
-    for iters in (None, 3):
-        model = MODELS.build(dict(
-            type='FreeMaskGenerator', backbone=dict(type='AvgPool32Backbone'), refine_iters=iters,
-            data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                                   std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=32)))
-        found[iters] = model.test_step(pseudo_collate(data))[0]
+    found = {iters: generator_result(tmp_path, img, refine_iters=iters) for iters in (None, 3)}
     best = {k: max(((m & square).sum() / (m | square).sum()).item() for m in r.masks) for k, r in found.items()}
     assert best[None] < 0.6 and best[3] > 0.97
     assert len(found[3]) == len(found[None])
