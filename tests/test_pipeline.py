@@ -83,6 +83,10 @@ def test_relative_paths_from_another_folder(demo):
         assert ann['area'] == int(masks.annToMask(ann).sum())
         # the demo config's mask_split_components: every output mask is one 8-connected piece
         assert cv2.connectedComponents(masks.annToMask(ann), connectivity=8)[0] == 2
+    # ...applied to the output masks (this tiny run's masks are single pieces anyway), not to the pseudo labels
+    records = work / '.records'
+    assert json.loads((records / 'predict.json').read_text())['inputs']['split_components'] == 0.1
+    assert 'split_components' not in json.loads((records / 'pseudo_labels.json').read_text())['inputs']
     assert not (REPO / 'w').exists() and not (root / 'data' / 'w').exists()  # nothing written elsewhere
     # a checkpoint every 5% of the round (4 iterations: every iteration), the last two kept
     assert sorted(p.name for p in (work / 'round1').glob('iter_*.pth')) == ['iter_3.pth', 'iter_4.pth']
