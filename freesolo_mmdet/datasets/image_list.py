@@ -133,7 +133,9 @@ class ImagePipelineDataset(Dataset):
 def build_inference_model(cfg: Config, checkpoint: Optional[str], device: str) -> torch.nn.Module:
     """``cfg.model`` in eval mode on ``device``, with every weight from ``checkpoint`` (a missing one
     raises), or initialised by its ``init_cfg`` when no checkpoint is given. ``cfg`` is left as it was
-    (a pipeline stage's record of its config must not change because an earlier stage built a model)."""
+    (a pipeline stage's record of its config must not change because an earlier stage built a model).
+    With a ``ChannelsLastHook`` in ``cfg.custom_hooks`` the model runs in channels-last order, as in training."""
+    from freesolo_mmdet.engine.hooks.channels_last_hook import to_channels_last, wants_channels_last
     model = MODELS.build(copy.deepcopy(cfg.model))  # mmdet's detectors write into the dict they are built from
     if checkpoint:
         state = load_checkpoint(model, checkpoint, map_location='cpu', strict=False, logger='silent')
@@ -143,4 +145,5 @@ def build_inference_model(cfg: Config, checkpoint: Optional[str], device: str) -
             raise KeyError(f'{checkpoint} lacks {len(missing)} weights of the model, e.g. {missing[:3]}')
     else:
         model.init_weights()
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return to_channels_last(model) if wants_channels_last(cfg) else model

@@ -2,5 +2,5 @@ from .hooks import *  # noqa: F401,F403
 from .pseudo_labels import (collect_pseudo_label_coco, find_test_pipeline, predict_pseudo_labels,
                             select_pseudo_labels)
 
-__all__ = ['RankZeroLoggerHook', 'SelfTrainingHook', 'select_pseudo_labels', 'predict_pseudo_labels', 'collect_pseudo_label_coco',
-           'find_test_pipeline']
+__all__ = ['ChannelsLastHook', 'RankZeroLoggerHook', 'SelfTrainingHook', 'to_channels_last', 'wants_channels_last',
+           'select_pseudo_labels', 'predict_pseudo_labels', 'collect_pseudo_label_coco', 'find_test_pipeline']
