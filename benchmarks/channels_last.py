@@ -128,9 +128,7 @@ def main() -> None:
     raw = make_raw_batch(args.batch, args.size, args.size, num_objects=10)
     raw_fm = make_raw_batch(args.batch, args.free_mask_size, args.free_mask_size, num_objects=1)
     train_nchw, train_cl = model_pair(TRAIN_CONFIG, args.device)
-    train_nchw.train()
-    train_cl.train()
-    fm_nchw, fm_cl = (model.eval() for model in model_pair(FREE_MASK_CONFIG, args.device))
+    fm_nchw, fm_cl = model_pair(FREE_MASK_CONFIG, args.device)
 
     def fresh(batch: dict = raw) -> dict:
         for model in (train_nchw, train_cl):
@@ -139,27 +137,20 @@ def main() -> None:
         return dict(inputs=batch['inputs'], data_samples=copy.deepcopy(batch['data_samples']))
 
     def step(model, data: dict) -> None:
+        model.train()
         batch = model.data_preprocessor(data, training=True)
         model.parse_losses(model(**batch, mode='loss'))[0].backward()
 
     def predict(model, data: dict) -> None:
+        model.eval()
         with torch.no_grad():
             model.test_step(data)
 
     fns = dict(step_nchw=lambda data: step(train_nchw, data), step_cl=lambda data: step(train_cl, data),
-               predict_nchw=lambda data: predict(train_nchw.eval(), data),
-               predict_cl=lambda data: predict(train_cl.eval(), data),
+               predict_nchw=lambda data: predict(train_nchw, data), predict_cl=lambda data: predict(train_cl, data),
                free_mask_nchw=lambda data: predict(fm_nchw, data), free_mask_cl=lambda data: predict(fm_cl, data))
     setups = {name: (lambda: fresh(raw_fm)) if name.startswith('free_mask') else fresh for name in fns}
 
-    def train_mode(fn):
-        def call(data):
-            train_nchw.train()
-            train_cl.train()
-            return fn(data)
-        return call
-
-    fns['step_nchw'], fns['step_cl'] = train_mode(fns['step_nchw']), train_mode(fns['step_cl'])
     times = interleaved_median_times(fns, args.repeats, args.device, setups=setups)
     print(f'device {args.device}, {torch.get_num_threads()} threads; {args.batch} images; median of {args.repeats} '
           'interleaved rounds after a warm-up')
