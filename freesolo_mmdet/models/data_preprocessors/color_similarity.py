@@ -64,7 +64,9 @@ def color_similarity(lab: Tensor,
         Tensor: (B, kernel_size**2 - 1, H, W) similarity in [0, 1].
     """
     neighbours = unfold_wo_center(lab, kernel_size, dilation)
-    similarity = torch.exp(-(lab[:, :, None] - neighbours).norm(dim=1) * 0.5)
+    # the distance as the root of a sum over the 3 channels: Tensor.norm over that short, strided dimension is
+    # about 10x slower on a CPU
+    similarity = torch.exp(-(lab[:, :, None] - neighbours).square().sum(dim=1).sqrt() * 0.5)
     valid = valid[:, None].to(lab.dtype)
     valid_neighbours = unfold_wo_center(valid, kernel_size, dilation)[:, 0]
     return similarity * valid * valid_neighbours

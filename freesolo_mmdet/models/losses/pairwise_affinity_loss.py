@@ -253,29 +253,26 @@ class PairwiseAffinityLoss(nn.Module):
             of the weights.
         """
         reach = self.dilation * (self.kernel_size // 2)
-        win_h, win_w = patch.shape[1] - 2 * reach, patch.shape[2] - 2 * reach
-        centre = (slice(None), slice(reach, reach + win_h),
-                  slice(reach, reach + win_w))
-        softplus_patch = F.softplus(patch)
-        # (n, win_h, win_w, 8)
-        similar = similar[img_inds[:, None, None], :,
-                          window['ys'][centre[:2]],
-                          window['xs'][:, :, centre[2]]]
+        n, win_h, win_w = patch.shape[0], patch.shape[1] - 2 * reach, patch.shape[2] - 2 * reach
+        centre_pos = self.kernel_size**2 // 2  # the window's centre, which pairs with itself with weight 0
 
+        def neighbourhoods(maps: Tensor) -> Tensor:
+            """(n, wh, ww) -> (n, K*K, win_h * win_w): each centre cell's window, centre included."""
+            return F.unfold(maps[:, None], self.kernel_size, dilation=self.dilation)
+
+        # one unfold (and one fold in the backward pass) for all neighbours, not a slice per neighbour
+        logits, softplus_logits = neighbourhoods(patch), neighbourhoods(F.softplus(patch))
+        centre = slice(centre_pos, centre_pos + 1)
         # -log(p_i p_j + (1 - p_i)(1 - p_j))
         #   = softplus(x_i) + softplus(x_j) - softplus(x_i + x_j)
-        offsets = [(dy, dx)
-                   for dy in range(-reach, reach + 1, self.dilation)
-                   for dx in range(-reach, reach + 1, self.dilation)
-                   if dy or dx]  # unfold_wo_center's order
-        loss_sum, weight_sum = 0, 0
-        for k, (dy, dx) in enumerate(offsets):
-            neighbour = (slice(None), slice(reach + dy, reach + dy + win_h),
-                         slice(reach + dx, reach + dx + win_w))
-            pair_loss = softplus_patch[centre] + softplus_patch[neighbour] - \
-                F.softplus(patch[centre] + patch[neighbour])
-            weight = similar[..., k] & window['in_box'] & \
-                window['in_map'][neighbour]
-            loss_sum = loss_sum + (pair_loss * weight).sum()
-            weight_sum = weight_sum + weight.sum()
+        pair_loss = softplus_logits[:, centre] + softplus_logits - F.softplus(logits[:, centre] + logits)
+        # (n, 8, win_h * win_w) in unfold_wo_center's order, then a False for the centre
+        similar = similar[img_inds[:, None, None], :, window['ys'][:, reach:reach + win_h],
+                          window['xs'][:, :, reach:reach + win_w]].permute(0, 3, 1, 2).flatten(2)
+        similar = torch.cat([similar[:, :centre_pos], similar.new_zeros(n, 1, similar.shape[2]),
+                             similar[:, centre_pos:]], dim=1)
+        in_map = neighbourhoods(window['in_map'].to(patch.dtype)) > 0
+        weight = similar & window['in_box'].view(n, 1, -1) & in_map
+        loss_sum = (pair_loss * weight).sum()
+        weight_sum = weight.sum()
         return loss_sum, weight_sum
