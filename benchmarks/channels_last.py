@@ -22,25 +22,22 @@ runs).
 import argparse
 import copy
 import os.path as osp
-import statistics
 import sys
-import tempfile
-import time
 
 import torch
 from mmengine.config import Config
 from mmengine.logging import MessageHub
-from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from head_step import REPO, interleaved_median_times  # noqa: E402
+from runner_ab import alternating_iterations, print_medians  # noqa: E402
 from train_step import make_raw_batch  # noqa: E402
 
 import freesolo_mmdet  # noqa: E402,F401 (registers the modules)
 from freesolo_mmdet.engine import to_channels_last  # noqa: E402
 from freesolo_mmdet.engine.hooks.channels_last_hook import _inputs_channels_last  # noqa: E402
-from mmdet.registry import HOOKS, MODELS  # noqa: E402
+from mmdet.registry import MODELS  # noqa: E402
 
 TRAIN_CONFIG = osp.join(REPO, 'configs', 'demo', 'freesolo_light_demo.py')
 FREE_MASK_CONFIG = osp.join(REPO, 'configs', 'demo', 'free_mask_demo.py')
@@ -55,54 +52,22 @@ def model_pair(config: str, device: str) -> tuple:
     return model, to_channels_last(copy.deepcopy(model))
 
 
-@HOOKS.register_module()
-class AlternateMemoryFormatHook(Hook):
-    """Switches the model between NCHW and channels-last every ``block`` iterations and times each iteration
-    (data loading included) after the first ``skip`` of a block; ``times[True]`` are the channels-last ones.
-    ``AlternateMemoryFormatHook.last`` is the last one built (the runner builds it from the config)."""
-
-    priority = 'VERY_HIGH'
-    last = None
-
-    def __init__(self, block: int = 10, skip: int = 2) -> None:
-        self.block, self.skip = block, skip
-        self.times = {True: [], False: []}
-        self.handle = None
-        self.start = self.channels_last = None
-        AlternateMemoryFormatHook.last = self
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        self.channels_last = (batch_idx // self.block) % 2 == 1
-        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        if self.channels_last and self.handle is None:
-            self.handle = model.data_preprocessor.register_forward_hook(_inputs_channels_last)
-        elif not self.channels_last and self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-        self.start = time.perf_counter()
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if batch_idx % self.block >= self.skip:
-            self.times[self.channels_last].append(time.perf_counter() - self.start)
-
-
 def in_runner(config: str, labels: str, images: str, iters: int) -> None:
-    """The ``--labels`` mode: the pipeline's training config on ``labels``, both formats alternating."""
-    from freesolo_mmdet.apis.training import derive_train_config, train
-    cfg = Config.fromfile(config)
-    with tempfile.TemporaryDirectory() as work_dir:
-        cfg = derive_train_config(cfg, labels, images, work_dir, max_iters=iters, checkpoints_per_round=1)
-        cfg.custom_hooks = [dict(type='AlternateMemoryFormatHook')]
-        cfg.default_hooks.logger.interval = 10**6
-        train(cfg, resume=False)
-    times = AlternateMemoryFormatHook.last.times
-    nchw, channels_last = statistics.median(times[False]), statistics.median(times[True])
-    print(f'{torch.get_num_threads()} threads; {iters} iterations of {config} on {labels}, '
-          f'the format switched every 10; medians of {len(times[False])} and {len(times[True])} iterations')
-    print(f'{"":52s} {"NCHW":>9s} {"ch-last":>9s} {"ratio":>7s}')
-    print(f'{"training iteration (data, step, optimizer, hooks)":52s} {1000 * nchw:7.0f}ms '
-          f'{1000 * channels_last:7.0f}ms {channels_last / nchw:7.3f}')
+    """The ``--labels`` mode: the pipeline's training config on ``labels``, NCHW (A) and channels-last (B)
+    alternating every 10 iterations."""
+    handles = []
+
+    def set_memory_format(runner, channels_last: bool) -> None:
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        if channels_last and not handles:
+            handles.append(model.data_preprocessor.register_forward_hook(_inputs_channels_last))
+        elif not channels_last and handles:
+            handles.pop().remove()
+
+    times = alternating_iterations(config, labels, images, iters, set_memory_format, keep_custom_hooks=False)
+    print_medians(times, ('NCHW', 'ch-last'), f'{iters} iterations of {config} on {labels}, the format switched '
+                  'every 10')
 
 
 def main() -> None:
