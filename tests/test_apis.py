@@ -42,6 +42,19 @@ def test_cfg_option_typos_are_refused_before_any_work(key, message):
     assert message in str(error.value)
 
 
+def test_custom_hook_typos_are_refused_before_any_work(tmp_path):
+    # the Free Mask, pseudo-label and predict stages build their models outside a runner: without this check a
+    # misspelt ChannelsLastHook would be ignored there
+    with pytest.raises(InputError, match="no hook is registered as 'ChanelsLastHook'; did you mean 'ChannelsLastHook'"):
+        load_config(DEMO, {'custom_hooks.0.type': 'ChanelsLastHook'})
+    # hooks of mmengine's registry (mmdet's parent), of mmdet's and of this package pass
+    config = tmp_path / 'hooks.py'
+    config.write_text(f"_base_ = {DEMO!r}\ncustom_hooks = [dict(type='EMAHook'), dict(type='NumClassCheckHook'), "
+                      "dict(type='ChannelsLastHook')]\n")
+    assert [hook['type'] for hook in load_config(str(config)).custom_hooks] == [
+        'EMAHook', 'NumClassCheckHook', 'ChannelsLastHook']
+
+
 def test_load_config_of_a_missing_file():
     with pytest.raises(InputError, match='no such config: nope.py'):
         load_config('nope.py')

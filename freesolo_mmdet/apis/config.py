@@ -10,7 +10,7 @@ from typing import Dict, Iterable, Optional
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
-__all__ = ['InputError', 'load_config', 'check_cfg_options', 'check_keys', 'check_writable']
+__all__ = ['InputError', 'load_config', 'check_cfg_options', 'check_custom_hooks', 'check_keys', 'check_writable']
 
 #: top-level keys that mmengine's Runner reads although a config need not define them
 RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) | {
@@ -94,11 +94,38 @@ def check_keys(given: Dict[str, object], known: Iterable[str], what: str) -> Non
             raise InputError(f'{what}: unknown key {key!r}{_suggest(key, known)} (known: {", ".join(known)})')
 
 
-def load_config(path: str, cfg_options: Optional[Dict[str, object]] = None) -> Config:
-    """``Config.fromfile(path)`` with ``cfg_options`` merged after :func:`check_cfg_options`.
+def check_custom_hooks(cfg: Config) -> None:
+    """Refuse a ``custom_hooks`` entry whose ``type`` names no registered hook (mmdet's registry, which reaches
+    mmengine's and the scopes it names). The runner would refuse it only when training starts, and the stages
+    that build their models outside a runner (Free Mask, pseudo labels, predictions) would ignore it: a misspelt
+    ``ChannelsLastHook`` would silently run them in the other memory format.
 
     Raises:
-        InputError: no such file, or an override names no existing key.
+        InputError: naming the type and the closest registered hook.
+    """
+    from mmdet.registry import HOOKS
+    hooks = cfg.get('custom_hooks') or []
+    if not isinstance(hooks, (list, tuple)):
+        raise InputError(f'custom_hooks must be a list of hook dicts, got {type(hooks).__name__}')
+    for hook in hooks:
+        type_name = hook.get('type') if isinstance(hook, dict) else None
+        if not isinstance(type_name, str):
+            continue  # a class given directly, or not a dict: the runner's own check
+        try:
+            found = HOOKS.get(type_name)
+        except Exception:  # a scope that cannot be imported
+            found = None
+        if found is None:
+            known = set(HOOKS.module_dict) | set(HOOKS.parent.module_dict if HOOKS.parent else ())
+            raise InputError(f'custom_hooks: no hook is registered as {type_name!r}{_suggest(type_name, known)}')
+
+
+def load_config(path: str, cfg_options: Optional[Dict[str, object]] = None) -> Config:
+    """``Config.fromfile(path)`` with ``cfg_options`` merged after :func:`check_cfg_options`, then
+    :func:`check_custom_hooks`.
+
+    Raises:
+        InputError: no such file, an override names no existing key, or a custom hook no registered hook.
     """
     if not osp.isfile(path):
         raise InputError(f'no such config: {path}')
@@ -106,6 +133,7 @@ def load_config(path: str, cfg_options: Optional[Dict[str, object]] = None) -> C
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
+    check_custom_hooks(cfg)
     return cfg
 
 
