@@ -39,8 +39,10 @@ def baseline_module(module_name: str, revision: str) -> types.ModuleType:
     """``module_name`` as it is at git ``revision``, executed as a new module (its registrations are no-ops)."""
     live = importlib.import_module(module_name)
     path = osp.relpath(live.__file__, REPO)
-    source = subprocess.run(['git', '-C', REPO, 'show', f'{revision}:{path}'], check=True, capture_output=True,
-                            text=True).stdout
+    shown = subprocess.run(['git', '-C', REPO, 'show', f'{revision}:{path}'], capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise SystemExit(f'--baseline {revision}: git cannot show {path} there: {shown.stderr.strip()}')
+    source = shown.stdout
     module = types.ModuleType(f'{module_name}@{revision}')
     module.__file__ = live.__file__
     register = Registry.register_module
@@ -57,11 +59,18 @@ def swap_pair(spec: str, revision: str) -> Tuple[object, str, Callable, Callable
     module_name, _, name = spec.partition(':')
     if not name:
         raise SystemExit(f'--swap wants MODULE:function or MODULE:Class.method, got {spec!r}')
-    live, base = importlib.import_module(module_name), baseline_module(module_name, revision)
+    try:
+        live = importlib.import_module(module_name)
+    except ImportError as error:
+        raise SystemExit(f'--swap {spec}: {error}')
+    base = baseline_module(module_name, revision)
     *owners, attr = name.split('.')
-    for owner in owners:
-        live, base = getattr(live, owner), getattr(base, owner)
-    return live, attr, getattr(base, attr), getattr(live, attr)
+    try:
+        for owner in owners:
+            live, base = getattr(live, owner), getattr(base, owner)
+        return live, attr, getattr(base, attr), getattr(live, attr)
+    except AttributeError as error:
+        raise SystemExit(f'--swap {spec}: {error} (in this checkout or at {revision})')
 
 
 def main(argv: List[str] = None) -> None:
