@@ -168,6 +168,23 @@ def test_mask_losses_are_averaged_over_levels():
                                (per_level[0] + per_level[1]) / 2)
 
 
+def test_positive_mask_logits_are_each_images_dynamic_conv_per_level():
+    """One convolution per image with all its levels' kernels gives, per image and level, the logits of that
+    image's features with that level's positive kernels; an image without positives gets empty ones."""
+    head = build_head()
+    torch.manual_seed(2)
+    kernel_preds = [torch.randn(3, 16, grid, grid) for grid in (12, 10, 8, 6, 4)]
+    mask_feats = torch.randn(3, 16, 24, 20)
+    pos_indexes = [[[0, 5, 143], [], [7], [], [1, 2]], [[]] * 5, [[], [99], [], [35, 0], []]]
+    logits = head._positive_mask_logits(kernel_preds, mask_feats, pos_indexes)
+    assert [[tuple(t.shape) for t in img] for img in logits] == [
+        [(len(inds), 24, 20) for inds in img] for img in pos_indexes]
+    for img, img_inds in enumerate(pos_indexes):
+        for lvl, inds in enumerate(img_inds):
+            expected = torch.einsum('cn,chw->nhw', kernel_preds[lvl][img].flatten(1)[:, inds], mask_feats[img])
+            torch.testing.assert_close(logits[img][lvl], expected)
+
+
 def test_pairwise_needs_color_similarity():
     head = build_head()
     with pytest.raises(ValueError, match='color_similarity'):

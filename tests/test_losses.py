@@ -106,9 +106,10 @@ def test_projection_losses_against_numpy(loss_cls, project):
     per_instance = (
         np_dice(project(p, 1), project(targets, 1)) +
         np_dice(project(p, 2), project(targets, 2)))
-    loss = loss_cls(loss_weight=0.7)(torch.from_numpy(logits),
-                                     torch.from_numpy(targets).bool())
-    assert loss.item() == pytest.approx(0.7 * per_instance.mean(), rel=1e-5)
+    for dtype in (torch.bool, torch.uint8, torch.float32):  # the head's targets are uint8
+        loss = loss_cls(loss_weight=0.7)(torch.from_numpy(logits),
+                                         torch.from_numpy(targets).to(dtype))
+        assert loss.item() == pytest.approx(0.7 * per_instance.mean(), rel=1e-5), dtype
 
 
 @pytest.mark.parametrize('loss_cls', [MaxProjLoss, AvgProjLoss])

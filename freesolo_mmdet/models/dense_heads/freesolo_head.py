@@ -387,19 +387,15 @@ class FreeSOLOHead(SOLOV2Head):
         if self.loss_mask_pairwise is not None:
             mask_losses['loss_pairwise'] = []
         emb_preds, emb_targets = [], []
+        pos_logits = self._positive_mask_logits(mlvl_kernel_preds, mask_feats,
+                                                pos_indexes)
         for lvl in range(self.num_levels):
             lvl_logits, lvl_targets, lvl_img_ids = [], [], []
             for img_id, gt_instances in enumerate(batch_gt_instances):
                 inds = pos_indexes[img_id][lvl]
                 if len(inds) == 0:
                     continue
-                kernels = mlvl_kernel_preds[lvl][img_id].flatten(1)[:, inds]
-                lvl_logits.append(
-                    F.conv2d(
-                        mask_feats[img_id:img_id + 1],
-                        kernels.t().reshape(len(inds), -1,
-                                            self.dynamic_conv_size,
-                                            self.dynamic_conv_size))[0])
+                lvl_logits.append(pos_logits[img_id][lvl])
                 lvl_targets.append(mask_targets[img_id][lvl])
                 lvl_img_ids += [img_id] * len(inds)
                 if self.with_emb:
@@ -452,6 +448,48 @@ class FreeSOLOHead(SOLOV2Head):
             losses['loss_emb'] = self._emb_loss(emb_preds, emb_targets,
                                                 mlvl_emb_preds)
         return losses
+
+    def _positive_mask_logits(
+            self, mlvl_kernel_preds: List[Tensor], mask_feats: Tensor,
+            pos_indexes: List[List[List[int]]]) -> List[List[Tensor]]:
+        """Mask logits of the positive cells: one dynamic convolution per
+        image with the kernels of all its levels' positives.
+
+        The mask features are unbound once, so that the backward pass stacks
+        one gradient, instead of writing a full-size zero tensor for each
+        (image, level) slice as a per-level convolution on
+        ``mask_feats[img_id:img_id + 1]`` does.
+
+        Args:
+            mlvl_kernel_preds (list[Tensor]): per level (B, E*k*k, S, S)
+                dynamic kernels (E mask feature channels, k the dynamic
+                convolution size).
+            mask_feats (Tensor): (B, E, H, W) mask features.
+            pos_indexes (list[list[list[int]]]): per image and level, the
+                flat indexes of the positive cells.
+
+        Returns:
+            list[list[Tensor]]: per image and level, (num_pos, H, W) logits.
+        """
+        size = self.dynamic_conv_size
+        img_feats = mask_feats.unbind(0)
+        img_kernels = [lvl.flatten(2).unbind(0) for lvl in mlvl_kernel_preds]
+        logits = []
+        for img_id, feats in enumerate(img_feats):
+            counts = [len(inds) for inds in pos_indexes[img_id]]
+            if sum(counts) == 0:
+                logits.append([feats.new_zeros((0, *feats.shape[-2:]))] *
+                              self.num_levels)
+                continue
+            kernels = torch.cat([
+                img_kernels[lvl][img_id][:, inds]
+                for lvl, inds in enumerate(pos_indexes[img_id]) if inds
+            ], dim=1)  # (E*k*k, num_pos)
+            img_logits = F.conv2d(
+                feats[None],
+                kernels.t().reshape(-1, feats.shape[0], size, size))[0]
+            logits.append(list(img_logits.split(counts)))
+        return logits
 
     def _drop_loss_weights(self, mlvl_kernel_preds: List[Tensor],
                            mask_feats: Tensor,

@@ -11,7 +11,7 @@ interior of coarse masks:
   how much of every row/column is covered; without it the model collapses to
   object contours.
 """
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 
-__all__ = ['projection_dice', 'MaxProjLoss', 'AvgProjLoss']
+__all__ = ['max_projection', 'mean_projection', 'projection_dice', 'MaxProjLoss', 'AvgProjLoss']
 
 
 def _dice(pred: Tensor, target: Tensor, eps: float) -> Tensor:
@@ -37,30 +37,45 @@ def _dice(pred: Tensor, target: Tensor, eps: float) -> Tensor:
     return 1 - 2 * inter / (union + eps)
 
 
+def max_projection(masks: Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """The max of ``masks`` along ``dim``, as ``dtype`` (default: the masks' dtype); bool or uint8 masks are
+    reduced before they are converted."""
+    return masks.amax(dim).to(dtype or masks.dtype)
+
+
+def mean_projection(masks: Tensor, dim: int, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """The mean of ``masks`` along ``dim``, summed in ``dtype`` (default: the masks' dtype; bool or uint8 masks
+    need a float one). The division acts on the reduced tensor, so that the backward pass writes no full-size
+    quotient (``torch.mean``'s does)."""
+    return masks.sum(dim, dtype=dtype or masks.dtype) / masks.shape[dim]
+
+
 def projection_dice(probs: Tensor,
                     targets: Tensor,
-                    project: Callable[[Tensor, int], Tensor],
+                    project: Callable[..., Tensor],
                     eps: float = 1e-5) -> Tensor:
     """Sum of the dice losses of the projections along H and along W.
 
     Args:
         probs (Tensor): (N, H, W) mask probabilities.
-        targets (Tensor): (N, H, W) binary masks, float.
-        project (Callable): ``project(x, dim)`` reduces ``dim`` away,
-            e.g. ``torch.amax`` or ``torch.mean``.
+        targets (Tensor): (N, H, W) binary masks, float, bool or uint8.
+        project (Callable): ``project(x, dim, dtype)`` reduces ``dim`` away
+            and returns ``dtype``, e.g. :func:`max_projection` or
+            :func:`mean_projection`; the targets are projected before they
+            are converted to the probabilities' dtype.
         eps (float): Dice denominator smoothing.
 
     Returns:
         Tensor: (N, ) per-instance loss, in [0, 2].
     """
-    return (_dice(project(probs, 1), project(targets, 1), eps) +
-            _dice(project(probs, 2), project(targets, 2), eps))
+    return (_dice(project(probs, 1), project(targets, 1, probs.dtype), eps) +
+            _dice(project(probs, 2), project(targets, 2, probs.dtype), eps))
 
 
 class _ProjLoss(nn.Module):
     """Shared forward of the projection losses; subclasses set ``project``."""
 
-    project: Callable[[Tensor, int], Tensor]
+    project: Callable[..., Tensor]
 
     def __init__(self, loss_weight: float, eps: float = 1e-5) -> None:
         super().__init__()
@@ -83,8 +98,7 @@ class _ProjLoss(nn.Module):
                              f'targets {tuple(targets.shape)} differ in shape')
         if mask_logits.shape[0] == 0:
             return mask_logits.sum() * 0
-        loss = projection_dice(mask_logits.sigmoid(),
-                               targets.to(mask_logits.dtype), self.project,
+        loss = projection_dice(mask_logits.sigmoid(), targets, self.project,
                                self.eps)
         return loss.mean() * self.loss_weight
 
@@ -99,7 +113,7 @@ class MaxProjLoss(_ProjLoss):
         eps (float): Dice denominator smoothing. Defaults to 1e-5.
     """
 
-    project = staticmethod(torch.amax)
+    project = staticmethod(max_projection)
 
     def __init__(self, loss_weight: float = 1.0, eps: float = 1e-5) -> None:
         super().__init__(loss_weight, eps)
@@ -116,7 +130,7 @@ class AvgProjLoss(_ProjLoss):
         eps (float): Dice denominator smoothing. Defaults to 1e-5.
     """
 
-    project = staticmethod(torch.mean)
+    project = staticmethod(mean_projection)
 
     def __init__(self, loss_weight: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__(loss_weight, eps)
