@@ -107,8 +107,10 @@ default_hooks = dict(
 log_processor = dict(window_size=10)
 # not in the spec, a speed option: training, pseudo labels and predictions in channels-last order (oneDNN's faster
 # convolutions on a CPU; results differ in rounding only): training iterations x0.86, inference x0.84
-# (benchmarks/channels_last.py). On a GPU in fp32 it may not pay, so the spec configs leave it out
-custom_hooks = [dict(type='ChannelsLastHook')]
+# (benchmarks/channels_last.py). On a GPU in fp32 it may not pay, so the spec configs leave it out.
+# Also a speed option: on the CPU, freed host memory is kept for reuse instead of fresh pages for every large
+# tensor; training iterations x0.94 (benchmarks/host_memory.py); the process's memory stays at its peak
+custom_hooks = [dict(type='ChannelsLastHook'), dict(type='KeepFreedMemoryHook')]
 # Not in the spec: the pipeline (tools/freesolo_pipeline.py) refines every mask the trained model predicts (pseudo
 # labels, final masks, val predictions) with this many GrabCut iterations on the image's colours, as the demo's Free
 # Mask config does for the Free Masks; the trained masks' borders are loose (docs/results.md). 0 or absent: off.

@@ -134,8 +134,10 @@ def build_inference_model(cfg: Config, checkpoint: Optional[str], device: str) -
     """``cfg.model`` in eval mode on ``device``, with every weight from ``checkpoint`` (a missing one
     raises), or initialised by its ``init_cfg`` when no checkpoint is given. ``cfg`` is left as it was
     (a pipeline stage's record of its config must not change because an earlier stage built a model).
-    With a ``ChannelsLastHook`` in ``cfg.custom_hooks`` the model runs in channels-last order, as in training."""
+    With a ``ChannelsLastHook`` in ``cfg.custom_hooks`` the model runs in channels-last order, as in training;
+    with a ``KeepFreedMemoryHook``, a model on the CPU keeps freed host memory for reuse."""
     from freesolo_mmdet.engine.hooks.channels_last_hook import to_channels_last, wants_channels_last
+    from freesolo_mmdet.engine.hooks.keep_freed_memory_hook import keep_freed_memory_on_cpu, wants_freed_memory_kept
     model = MODELS.build(copy.deepcopy(cfg.model))  # mmdet's detectors write into the dict they are built from
     if checkpoint:
         state = load_checkpoint(model, checkpoint, map_location='cpu', strict=False, logger='silent')
@@ -146,4 +148,6 @@ def build_inference_model(cfg: Config, checkpoint: Optional[str], device: str) -
     else:
         model.init_weights()
     model = model.to(device).eval()
+    if wants_freed_memory_kept(cfg):
+        keep_freed_memory_on_cpu(model)
     return to_channels_last(model) if wants_channels_last(cfg) else model
