@@ -15,7 +15,9 @@ the 60 images and is scored on the same images, as on a user's folder. Scores: p
 1000 as an instance, scored by solidity (``docs/free_mask_demo.md``).
 
 Writes ``docs/results.md`` (table, commands, wall times), the block between the ``results`` markers of
-``README.md`` and ``docs/heldout_results.jpg`` (held-out images: ground truth | the default's masks).
+``README.md`` and ``docs/heldout_results.jpg`` (held-out images: ground truth | the default's masks), and keeps
+every run's scores and wall time in ``docs/results.json``, so that a fresh checkout's table still has the runs
+that its work dirs do not.
 """
 import argparse
 import contextlib
@@ -40,6 +42,10 @@ from freesolo_mmdet.datasets.demo_scenes import _grid, draw_instances  # noqa: E
 from freesolo_mmdet.datasets.transforms.load_any_image import read_image  # noqa: E402
 
 WORK = osp.join(ROOT, 'work_dirs', 'results')
+#: every run's scores per stage and wall time, kept in the repository: the rows of the runs that this checkout's
+#: work dirs do not hold (scores as metrics.json has them; the runs tabulated before this file existed have only the
+#: table's four columns, the other entries -1)
+RECORD = osp.join(ROOT, 'docs', 'results.json')
 BENCHMARKS = {
     'demo val': dict(images='data/demo/train', val_images='data/demo/val', val_ann='data/demo/annotations/val.json',
                      make=['tools/make_demo_data.py', '--out', 'data/demo', '--no-progress']),
@@ -165,10 +171,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     os.makedirs(WORK, exist_ok=True)
     times_file = osp.join(WORK, 'wall_times.json')
-    times = {}
+    record = dict(stages={}, wall_times={})
+    if osp.isfile(RECORD):
+        with open(RECORD) as f:
+            record = json.load(f)
+    times = dict(record['wall_times'])
     if osp.isfile(times_file):
         with open(times_file) as f:
-            times = json.load(f)
+            times.update(json.load(f))
     rows = []
     for bench_name in BENCHMARKS:
         benchmark = BENCHMARKS[bench_name]
@@ -188,13 +198,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                     times[f'{bench_name} | {name}'] = seconds
                     with open(times_file, 'w') as f:
                         json.dump(times, f, indent=1)
-            metrics = osp.join(work_dir, 'metrics.json')
-            if not osp.isfile(metrics):
-                continue
-            with open(metrics) as f:
-                for stage, stats in json.load(f).items():
-                    rows.append((bench_name, name, stage, stats))
-            if bench_name == 'held-out' and name == 'default':
+            metrics, key = osp.join(work_dir, 'metrics.json'), f'{bench_name} | {name}'
+            if osp.isfile(metrics):  # this checkout's run
+                with open(metrics) as f:
+                    record['stages'][key] = json.load(f)
+            for stage, stats in record['stages'].get(key, {}).items():  # else the last run on record
+                rows.append((bench_name, name, stage, stats))
+            if bench_name == 'held-out' and name == 'default' and osp.isfile(osp.join(work_dir, 'masks.json')):
                 draw_comparison(benchmark, osp.join(work_dir, 'masks.json'),
                                 osp.join(ROOT, 'docs', 'heldout_results.jpg'))
     text = table(rows)
@@ -211,6 +221,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                 'Held-out images, ground truth (top) and the default\'s masks with score >= 0.3 (bottom):\n\n'
                 '![held-out results](heldout_results.jpg)\n')
     replace_block(osp.join(ROOT, 'README.md'), text)
+    record['wall_times'] = times
+    with open(RECORD, 'w') as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+        f.write('\n')
 
 
 if __name__ == '__main__':

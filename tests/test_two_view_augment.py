@@ -218,8 +218,9 @@ def test_paste_masks_drops_at_half_coverage():
     half, below = torch.zeros(2, 10, 10, dtype=torch.bool)
     half[:5, :4] = True  # covers 20 / 40
     below[:, 3:8] = True  # covers 10 / 40
-    masks, accepted, cut, areas = paste_masks(existing, torch.stack((half, below)))
+    masks, accepted, cut, areas, union, boxes = paste_masks(existing, torch.stack((half, below)))
     assert cut.tolist() == [True] and areas.tolist() == [30, 50]
+    assert torch.equal(union, below) and boxes.tolist() == [[0, 0, 3, 10], [3, 0, 8, 10]]
     assert accepted.tolist() == [False, True]
     assert masks.shape == (2, 10, 10)
     assert masks[0].sum() == 30 and not masks[0, :, 3].any()
@@ -322,6 +323,16 @@ def reference_paste(masks, pasted, overlap_thr=0.5):
     return np.stack(current) if current else np.zeros((0, *masks.shape[1:]), bool), accepted
 
 
+def mask2bbox_np(masks):
+    """x1y1x2y2 float32 boxes of (n, H, W) bool masks, exclusive ends, zeros for an empty mask (numpy)."""
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for box, mask in zip(boxes, masks):
+        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        if len(rows):
+            box[:] = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+    return boxes
+
+
 @pytest.mark.parametrize('batched', [False, True])
 @pytest.mark.parametrize('seed', range(12))
 def test_paste_masks_equals_the_rule_on_random_overlapping_masks(seed, batched):
@@ -347,6 +358,10 @@ def test_paste_masks_equals_the_rule_on_random_overlapping_masks(seed, batched):
     assert result.cut.tolist() == (expected[:len(existing)] != existing).any((1, 2)).tolist()
     assert masks.dtype == torch.bool
     assert torch.equal(masks, torch.from_numpy(expected))
+    num_existing = len(existing)
+    assert torch.equal(result.pasted_union, torch.from_numpy(expected[num_existing:].any(0)))
+    changed = np.concatenate((result.cut.numpy(), np.ones(len(expected) - num_existing, bool)))
+    assert torch.equal(result.changed_boxes, torch.from_numpy(mask2bbox_np(expected[changed])))
 
 
 def test_tight_boxes_equal_mmdet_mask2bbox():

@@ -19,7 +19,7 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import BaseBoxes
 from mmdet.structures.mask import BitmapMasks
 
-from freesolo_mmdet.utils.mask_ops import mask_bounds, tight_boxes
+from freesolo_mmdet.utils.mask_ops import mask_bounds
 
 __all__ = [
     'adjust_hue', 'gaussian_blur', 'masks_as_tensor', 'paste_masks', 'PasteResult', 'TwoViewAugment'
@@ -116,11 +116,26 @@ def _shifted(window: Window, origin: Window) -> Window:
 class PasteResult(NamedTuple):
     """What :func:`paste_masks` returns: ``masks`` (n + k, H, W) bool, the n cut existing masks, then the k
     accepted pasted ones; ``accepted`` (m, ) bool, per pasted mask; ``cut`` (n, ) bool, the existing masks that
-    lost pixels; ``areas`` (n + k, ) int32, the pixel counts of ``masks``."""
+    lost pixels; ``areas`` (n + k, ) int32, the pixel counts of ``masks``; ``pasted_union`` (H, W) bool, the
+    pixels of the accepted pasted masks; ``changed_boxes`` (c + k, 4) float, the tight x1y1x2y2 boxes of the c
+    cut masks (in index order) and of the k accepted ones, zeros for an empty mask (``mask_ops.tight_boxes``)."""
     masks: Tensor
     accepted: Tensor
     cut: Tensor
     areas: Tensor
+    pasted_union: Tensor
+    changed_boxes: Tensor
+
+
+def _tight_boxes_in_windows(masks: Tensor, indexes: List[int], windows: List[Window]) -> Tensor:
+    """(len(indexes), 4) float ``mask_ops.tight_boxes`` of ``masks[indexes[i]]``, each read only inside
+    ``windows[i]``, which holds all its pixels."""
+    if not indexes:
+        return torch.zeros((0, 4), device=masks.device)
+    bounds = torch.cat([mask_bounds(masks[index][window][None]) + torch.tensor(
+        (window[0].start, window[0].start, window[1].start, window[1].start, 0), device=masks.device)
+        for index, window in zip(indexes, windows)])
+    return (bounds[:, [2, 0, 3, 1]] * bounds[:, 4:]).float()
 
 
 def paste_masks(masks: Tensor, pasted: Tensor, overlap_thr: float = 0.5,
@@ -202,7 +217,10 @@ def paste_masks(masks: Tensor, pasted: Tensor, overlap_thr: float = 0.5,
         window = pasted_windows[index]
         new_masks[num_existing + k][window] = owner[window] == index
     areas = torch.cat((existing_areas, pasted_areas[accepted_index]))
-    return PasteResult(new_masks, accepted, cut, areas)
+    changed_boxes = _tight_boxes_in_windows(
+        new_masks, cut_index + list(range(num_existing, len(new_masks))),
+        [existing_windows[c] for c in cut_index] + [pasted_windows[index] for index in accepted_index])
+    return PasteResult(new_masks, accepted, cut, areas, owner != nobody, changed_boxes)
 
 
 def _range(value: Union[float, Sequence[float]], center: float, name: str) -> Tuple[float, float]:
@@ -329,6 +347,7 @@ class TwoViewAugment(nn.Module):
         """
         if (mean is None) != (std is None):
             raise ValueError('give both mean and std, or neither')
+
         def as_float32(values):  # the preprocessor holds them as float32 buffers
             return None if values is None else tuple(torch.as_tensor(values, dtype=torch.float32).flatten().tolist())
 
@@ -367,7 +386,7 @@ class TwoViewAugment(nn.Module):
             if 'masks' in gt:
                 gt.masks = masks_as_tensor(gt.masks, inputs.device)
         num_images = len(inputs)
-        both_views = inputs.repeat(2, 1, 1, 1)
+        both_views = torch.cat((inputs, inputs))
         strong_inputs = both_views[num_images:]
         strong_samples = [_copy_sample(sample) for sample in data_samples]
         for i, sample in enumerate(strong_samples):
@@ -405,11 +424,10 @@ class TwoViewAugment(nn.Module):
             pasted = masks.new_zeros((len(order), mask_h, mask_w))
             pasted[:, :crop_h, :crop_w] = src_masks[order, :crop_h, :crop_w]
 
-        new_masks, accepted, cut, areas = paste_masks(masks, pasted, self.paste_overlap_thr)
+        new_masks, accepted, cut, areas, union, changed_boxes = paste_masks(masks, pasted, self.paste_overlap_thr)
         num_accepted = len(new_masks) - len(masks)
         if num_accepted == 0:
             return gt
-        union = new_masks[len(masks):].view(torch.uint8).amax(dim=0).bool()
         image[:, :mask_h, :mask_w] = torch.where(union, src_image[:, :mask_h, :mask_w], image[:, :mask_h, :mask_w])
 
         merged = InstanceData.cat([_without_masks(gt), _without_masks(src_gt)[order[accepted]]])
@@ -418,7 +436,7 @@ class TwoViewAugment(nn.Module):
             bboxes = merged.bboxes
             is_box_type = isinstance(bboxes, BaseBoxes)
             boxes = (bboxes.tensor if is_box_type else bboxes).clone()
-            boxes[changed] = tight_boxes(new_masks[changed]).to(boxes)
+            boxes[changed] = changed_boxes.to(boxes)
             merged.bboxes = type(bboxes)(boxes) if is_box_type else boxes
         not_empty = areas > 0
         if not bool(not_empty.all()):
