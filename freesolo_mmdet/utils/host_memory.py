@@ -12,6 +12,7 @@ library: two ``mallopt`` calls, which take effect at once and can be undone.
 """
 import ctypes
 import ctypes.util
+import functools
 from typing import Optional
 
 __all__ = ['keep_freed_host_memory']
@@ -24,7 +25,9 @@ _DEFAULTS = {_M_MMAP_MAX: 65536, _M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOL
 _KEEP = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: 2**31 - 1}
 
 
+@functools.lru_cache(maxsize=None)
 def _libc() -> Optional[ctypes.CDLL]:
+    """glibc, looked up once (``find_library`` may run ``ldconfig``), or None for another C library."""
     name = ctypes.util.find_library('c')
     try:
         libc = ctypes.CDLL(name) if name else None
