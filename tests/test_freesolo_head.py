@@ -169,20 +169,51 @@ def test_mask_losses_are_averaged_over_levels():
 
 
 def test_positive_mask_logits_are_each_images_dynamic_conv_per_level():
-    """One convolution per image with all its levels' kernels gives, per image and level, the logits of that
-    image's features with that level's positive kernels; an image without positives gets empty ones."""
+    """One convolution per image with all its levels' kernels gives, per image, the logits of that image's
+    features with each level's positive kernels, level after level; an image without positives gets none."""
     head = build_head()
     torch.manual_seed(2)
     kernel_preds = [torch.randn(3, 16, grid, grid) for grid in (12, 10, 8, 6, 4)]
     mask_feats = torch.randn(3, 16, 24, 20)
     pos_indexes = [[[0, 5, 143], [], [7], [], [1, 2]], [[]] * 5, [[], [99], [], [35, 0], []]]
     logits = head._positive_mask_logits(kernel_preds, mask_feats, pos_indexes)
-    assert [[tuple(t.shape) for t in img] for img in logits] == [
-        [(len(inds), 24, 20) for inds in img] for img in pos_indexes]
+    assert [tuple(img.shape) for img in logits] == [(6, 24, 20), (0, 24, 20), (3, 24, 20)]
     for img, img_inds in enumerate(pos_indexes):
-        for lvl, inds in enumerate(img_inds):
-            expected = torch.einsum('cn,chw->nhw', kernel_preds[lvl][img].flatten(1)[:, inds], mask_feats[img])
-            torch.testing.assert_close(logits[img][lvl], expected)
+        expected = torch.cat([
+            torch.einsum('cn,chw->nhw', kernel_preds[lvl][img].flatten(1)[:, inds], mask_feats[img])
+            for lvl, inds in enumerate(img_inds)])
+        torch.testing.assert_close(logits[img], expected)
+
+
+def test_mask_losses_are_each_levels_losses_over_the_whole_batch():
+    """The mask losses run on each image's logits of all levels at once and are pooled per level; they must
+    equal each loss computed on one level's positives of every image together (SOLOv2's per-level batch),
+    averaged over the levels with positives."""
+    head = build_head()
+    samples = data_samples()
+    outs = head(fpn_feats())
+    gts, metas = [s.gt_instances for s in samples], [s.metainfo for s in samples]
+    colour = torch.stack([s.color_similarity for s in samples])
+    losses = head.loss_by_feat(*outs, batch_gt_instances=gts, batch_img_metas=metas, batch_color_similarity=colour)
+
+    kernel_preds, _, mask_feats, _ = outs
+    targets = [head._get_targets_single(gt, featmap_sizes=mask_feats.shape[-2:]) for gt in gts]
+    expected = {'loss_maxproj': [], 'loss_avgproj': [], 'loss_pairwise': []}
+    for lvl in range(5):
+        logits, masks, img_inds = [], [], []
+        for img, (mask_targets, _, _, pos_indexes, _) in enumerate(targets):
+            inds = pos_indexes[lvl]
+            logits.append(torch.einsum('cn,chw->nhw', kernel_preds[lvl][img].flatten(1)[:, inds], mask_feats[img]))
+            masks.append(mask_targets[lvl])
+            img_inds += [img] * len(inds)
+        logits, masks = torch.cat(logits), torch.cat(masks)
+        if len(logits):
+            expected['loss_maxproj'].append(head.loss_mask_maxproj(logits, masks))
+            expected['loss_avgproj'].append(head.loss_mask_avgproj(logits, masks))
+            expected['loss_pairwise'].append(head.loss_mask_pairwise(logits, masks, colour, torch.tensor(img_inds)))
+    assert len(expected['loss_maxproj']) >= 2  # several levels with positives: the pooling is tested
+    for name, values in expected.items():
+        torch.testing.assert_close(losses[name], torch.stack(values).mean(), rtol=1e-5, atol=1e-6)
 
 
 def test_pairwise_needs_color_similarity():

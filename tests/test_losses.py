@@ -129,6 +129,57 @@ def test_projection_losses_empty_and_gradients(loss_cls):
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
+def test_max_projection_of_logits_equals_projection_of_probabilities():
+    """MaxProjLoss takes the max of the logits before the sigmoid: the same projections, and without ties the
+    same gradient, as projecting the probabilities."""
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 6, 7) * 4).requires_grad_()
+    reference = logits.detach().clone().requires_grad_()
+    targets = (torch.rand(3, 6, 7) > 0.6).to(torch.uint8)
+    loss_fn = MaxProjLoss(loss_weight=0.8)
+    along_h, along_w = loss_fn.prob_projections(logits)
+    assert torch.equal(along_h, logits.sigmoid().amax(1)) and torch.equal(along_w, logits.sigmoid().amax(2))
+    loss_fn(logits, targets).backward()
+    probs = reference.sigmoid()
+    expected = sum(1 - 2 * (p * t).sum(1) / ((p * p).sum(1) + (t * t).sum(1) + 1e-5)
+                   for p, t in ((probs.amax(1), targets.amax(1).float()), (probs.amax(2), targets.amax(2).float())))
+    (0.8 * expected.mean()).backward()
+    torch.testing.assert_close(logits.grad, reference.grad)
+    assert (logits.grad != 0).sum() > 0
+
+
+def test_projection_instance_losses_are_the_mean_terms():
+    torch.manual_seed(1)
+    logits, targets = torch.randn(4, 5, 6), (torch.rand(4, 5, 6) > 0.5).to(torch.uint8)
+    for loss_fn in (MaxProjLoss(loss_weight=0.5), AvgProjLoss(loss_weight=0.3)):
+        per_instance = loss_fn.instance_losses(logits, targets)
+        assert per_instance.shape == (4, )
+        for i in range(4):  # each instance alone
+            assert per_instance[i].item() == pytest.approx(loss_fn(logits[i:i + 1], targets[i:i + 1]).item(),
+                                                           rel=1e-6)
+        assert per_instance.mean().item() == pytest.approx(loss_fn(logits, targets).item(), rel=1e-6)
+
+
+def test_pairwise_instance_sums_pool_like_one_batch():
+    """Sums of two calls (say, two images), pooled by reduce, equal the loss of one call on both, and
+    an instance without a box adds nothing."""
+    torch.manual_seed(2)
+    h, w = 14, 12
+    targets = torch.zeros(5, h, w, dtype=torch.uint8)
+    targets[0, 2:6, 1:5] = targets[1, 7:14, 3:12] = targets[3, 0:3, 0:12] = targets[4, 5:9, 5:8] = 1
+    logits, sims = torch.randn(5, h, w) * 2, torch.rand(2, 8, h, w)
+    img_inds = torch.tensor([0, 0, 1, 1, 1])
+    loss_fn = PairwiseAffinityLoss(warmup_iters=0, loss_weight=0.9)
+    first = loss_fn.instance_sums(logits[:2], targets[:2], sims, img_inds[:2])
+    second = loss_fn.instance_sums(logits[2:], targets[2:], sims, img_inds[2:])
+    assert second[0][0] == 0 and second[1][0] == 0  # instance 2 is empty
+    assert (first[1] > 0).all() and first[1].dtype == torch.long
+    pooled = loss_fn.reduce(torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]]))
+    assert pooled.item() == pytest.approx(loss_fn(logits, targets, sims, img_inds).item(), rel=1e-6)
+    reference = full_map_pairwise(logits, targets.float(), sims[img_inds])
+    assert pooled.item() == pytest.approx(0.9 * reference.item(), rel=1e-5)
+
+
 def test_projection_loss_shape_mismatch_and_registry():
     with pytest.raises(ValueError, match='differ in shape'):
         MaxProjLoss()(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5))

@@ -383,44 +383,55 @@ class FreeSOLOHead(SOLOV2Head):
             multi_apply(self._get_targets_single, batch_gt_instances,
                         featmap_sizes=featmap_sizes)
 
-        mask_losses = {'loss_maxproj': [], 'loss_avgproj': []}
-        if self.loss_mask_pairwise is not None:
-            mask_losses['loss_pairwise'] = []
-        emb_preds, emb_targets = [], []
+        # the mask losses on each image's logits of all levels at once (no copy of the logits into per-level
+        # batches, nor out of it in the backward pass), pooled per level: a level's loss is the mean over its
+        # instances (projections) or its weighted mean over their pixel pairs (pairwise), as on a level's batch
         pos_logits = self._positive_mask_logits(mlvl_kernel_preds, mask_feats,
                                                 pos_indexes)
-        for lvl in range(self.num_levels):
-            lvl_logits, lvl_targets, lvl_img_ids = [], [], []
-            for img_id, gt_instances in enumerate(batch_gt_instances):
-                inds = pos_indexes[img_id][lvl]
-                if len(inds) == 0:
-                    continue
-                lvl_logits.append(pos_logits[img_id][lvl])
-                lvl_targets.append(mask_targets[img_id][lvl])
-                lvl_img_ids += [img_id] * len(inds)
-                if self.with_emb:
-                    emb_preds.append(
-                        mlvl_emb_preds[lvl][img_id].flatten(1)[:, inds].t())
-                    emb_targets.append(
-                        self._gt_embs(gt_instances)[pos_gt_inds[img_id][lvl]])
-            if not lvl_logits:
+        pairwise = self.loss_mask_pairwise
+        inst_losses = {'loss_maxproj': [], 'loss_avgproj': [], 'levels': []}
+        pair_sums = []
+        emb_preds, emb_targets = [], []
+        for img_id, gt_instances in enumerate(batch_gt_instances):
+            counts = [len(inds) for inds in pos_indexes[img_id]]
+            if sum(counts) == 0:
                 continue
-            logits, targets = torch.cat(lvl_logits), torch.cat(lvl_targets)
-            mask_losses['loss_maxproj'].append(
-                self.loss_mask_maxproj(logits, targets))
-            mask_losses['loss_avgproj'].append(
-                self.loss_mask_avgproj(logits, targets))
-            if self.loss_mask_pairwise is not None:
-                mask_losses['loss_pairwise'].append(
-                    self.loss_mask_pairwise(
-                        logits, targets, batch_color_similarity,
-                        img_inds=logits.new_tensor(lvl_img_ids,
-                                                   dtype=torch.long)))
-        losses = {  # mean over levels with positives
-            name: torch.stack(values).mean()
-            if values else mask_feats.sum() * 0
-            for name, values in mask_losses.items()
-        }
+            logits = pos_logits[img_id]
+            targets = torch.cat(mask_targets[img_id])
+            inst_losses['loss_maxproj'].append(
+                self.loss_mask_maxproj.instance_losses(logits, targets))
+            inst_losses['loss_avgproj'].append(
+                self.loss_mask_avgproj.instance_losses(logits, targets))
+            inst_losses['levels'].append(
+                torch.repeat_interleave(torch.arange(self.num_levels, device=logits.device),
+                                        torch.tensor(counts, device=logits.device)))
+            if pairwise is not None:
+                pair_sums.append(pairwise.instance_sums(
+                    logits, targets, batch_color_similarity,
+                    img_inds=logits.new_full((len(logits), ), img_id, dtype=torch.long)))
+            if self.with_emb:
+                for lvl, inds in enumerate(pos_indexes[img_id]):
+                    if inds:
+                        emb_preds.append(mlvl_emb_preds[lvl][img_id].flatten(1)[:, inds].t())
+                        emb_targets.append(self._gt_embs(gt_instances)[pos_gt_inds[img_id][lvl]])
+        losses = {}
+        if inst_losses['levels']:
+            levels = torch.cat(inst_losses['levels'])
+            present = levels.unique()  # the levels with positives
+            for name in ('loss_maxproj', 'loss_avgproj'):
+                per_inst = torch.cat(inst_losses[name])
+                level_sums = per_inst.new_zeros(self.num_levels).index_add(0, levels, per_inst)
+                level_means = level_sums[present] / torch.bincount(levels)[present].to(per_inst.dtype)
+                losses[name] = level_means.mean()
+            if pairwise is not None:
+                loss_sums = torch.cat([sums[0] for sums in pair_sums])
+                weight_sums = torch.cat([sums[1] for sums in pair_sums])
+                losses['loss_pairwise'] = torch.stack([
+                    pairwise.reduce(loss_sums[levels == lvl], weight_sums[levels == lvl]) for lvl in present.tolist()
+                ]).mean()
+        for name in ('loss_maxproj', 'loss_avgproj') + (('loss_pairwise', ) if pairwise is not None else ()):
+            if name not in losses or not losses[name].requires_grad:  # graph-connected zero
+                losses[name] = losses.get(name, 0) + mask_feats.sum() * 0
 
         num_pos = sum(int(m.sum()) for img in pos_masks for m in img)
         flatten_labels = torch.cat([
@@ -451,7 +462,7 @@ class FreeSOLOHead(SOLOV2Head):
 
     def _positive_mask_logits(
             self, mlvl_kernel_preds: List[Tensor], mask_feats: Tensor,
-            pos_indexes: List[List[List[int]]]) -> List[List[Tensor]]:
+            pos_indexes: List[List[List[int]]]) -> List[Tensor]:
         """Mask logits of the positive cells: one dynamic convolution per
         image with the kernels of all its levels' positives.
 
@@ -469,7 +480,8 @@ class FreeSOLOHead(SOLOV2Head):
                 flat indexes of the positive cells.
 
         Returns:
-            list[list[Tensor]]: per image and level, (num_pos, H, W) logits.
+            list[Tensor]: per image, (num_pos, H, W) logits of its positives,
+            level after level (each level's in ``pos_indexes`` order).
         """
         size = self.dynamic_conv_size
         img_feats = mask_feats.unbind(0)
@@ -478,17 +490,19 @@ class FreeSOLOHead(SOLOV2Head):
         for img_id, feats in enumerate(img_feats):
             counts = [len(inds) for inds in pos_indexes[img_id]]
             if sum(counts) == 0:
-                logits.append([feats.new_zeros((0, *feats.shape[-2:]))] *
-                              self.num_levels)
+                logits.append(feats.new_zeros((0, *feats.shape[-2:])))
                 continue
             kernels = torch.cat([
                 img_kernels[lvl][img_id][:, inds]
                 for lvl, inds in enumerate(pos_indexes[img_id]) if inds
             ], dim=1)  # (E*k*k, num_pos)
-            img_logits = F.conv2d(
-                feats[None],
-                kernels.t().reshape(-1, feats.shape[0], size, size))[0]
-            logits.append(list(img_logits.split(counts)))
+            if size == 1:  # a matrix product: no im2col copy of the features (nor col2im in the backward pass)
+                img_logits = (kernels.t() @ feats.flatten(1)).view(-1, *feats.shape[-2:])
+            else:
+                img_logits = F.conv2d(
+                    feats[None],
+                    kernels.t().reshape(-1, feats.shape[0], size, size))[0]
+            logits.append(img_logits)
         return logits
 
     def _drop_loss_weights(self, mlvl_kernel_preds: List[Tensor],

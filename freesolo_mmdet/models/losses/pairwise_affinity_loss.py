@@ -122,6 +122,44 @@ class PairwiseAffinityLoss(nn.Module):
         Returns:
             Tensor: scalar loss; a graph-connected zero when N == 0.
         """
+        loss_sums, weight_sums = self.instance_sums(mask_logits, targets,
+                                                    color_similarity, img_inds)
+        loss = self.reduce(loss_sums, weight_sums)
+        return loss if loss.requires_grad or not mask_logits.requires_grad \
+            else loss + mask_logits.sum() * 0
+
+    def reduce(self, loss_sums: Tensor, weight_sums: Tensor) -> Tensor:
+        """The loss of a set of instances from their :meth:`instance_sums`:
+        ``sum(loss_sums) / max(sum(weight_sums), 1)``, times ``loss_weight``
+        and the warm-up factor.
+
+        Args:
+            loss_sums, weight_sums (Tensor): (N, ) each.
+
+        Returns:
+            Tensor: scalar.
+        """
+        loss = loss_sums.sum() / weight_sums.sum().clamp(min=1).to(loss_sums.dtype)
+        return loss * self.loss_weight * self.warmup_factor
+
+    def instance_sums(self,
+                      mask_logits: Tensor,
+                      targets: Tensor,
+                      color_similarity: Tensor,
+                      img_inds: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Each instance's sum of weighted pair losses and sum of weights, so
+        that a caller can pool the instances of several calls (e.g. one per
+        image) before :meth:`reduce`.
+
+        Args:
+            mask_logits, targets, color_similarity, img_inds: as
+                :meth:`forward` takes them.
+
+        Returns:
+            tuple[Tensor, Tensor]: (N, ) weighted loss sums (in the logits'
+            dtype) and (N, ) weight sums (long); 0 for an instance without
+            a box.
+        """
         num_neighbours = self.kernel_size**2 - 1
         n, h, w = mask_logits.shape
         num_sims = n if img_inds is None else color_similarity.shape[0]
@@ -135,11 +173,12 @@ class PairwiseAffinityLoss(nn.Module):
                 f'got {tuple(targets.shape)} and '
                 f'{tuple(color_similarity.shape)}'
                 f'{"" if img_inds is None else f" and {tuple(img_inds.shape)}"}')
-        zero = mask_logits.sum() * 0
+        loss_sums = mask_logits.new_zeros(n)
+        weight_sums = torch.zeros(n, dtype=torch.long, device=mask_logits.device)
         rows, cols = targets.amax(dim=2) > 0, targets.amax(dim=1) > 0
         has_box = rows.any(dim=1)
         if not has_box.any():
-            return zero
+            return loss_sums, weight_sums
         if img_inds is None:
             img_inds = torch.arange(n, device=mask_logits.device)
         similar = color_similarity >= self.color_threshold  # (N|B, 8, H, W)
@@ -158,16 +197,17 @@ class PairwiseAffinityLoss(nn.Module):
         patches = mask_logits.flatten()[flat].split(
             [window['ys'].shape[0] * window['ys'].shape[1] *
              window['xs'].shape[2] for window in windows])
-        loss_sum, weight_sum = zero, 0
-        for window, patch in zip(windows, patches):
-            group_loss, group_weight = self._window_sums(
+        group_sums = [
+            self._window_sums(
                 patch.view(len(window['inds']), window['ys'].shape[1],
                            window['xs'].shape[2]), window, similar,
                 img_inds[window['inds']])
-            loss_sum = loss_sum + group_loss
-            weight_sum = weight_sum + group_weight
-        loss = loss_sum / weight_sum.clamp(min=1).to(mask_logits.dtype)
-        return loss * self.loss_weight * self.warmup_factor
+            for window, patch in zip(windows, patches)
+        ]
+        inds = torch.cat([window['inds'] for window in windows])
+        loss_sums = loss_sums.index_put((inds, ), torch.cat([sums[0] for sums in group_sums]))
+        weight_sums = weight_sums.index_put((inds, ), torch.cat([sums[1] for sums in group_sums]))
+        return loss_sums, weight_sums
 
     def _size_groups(self, box_h: Tensor, box_w: Tensor,
                      has_box: Tensor) -> List[Tensor]:
@@ -249,8 +289,8 @@ class PairwiseAffinityLoss(nn.Module):
             img_inds (Tensor): (n, ) index into ``similar`` of each instance.
 
         Returns:
-            tuple[Tensor, Tensor]: scalar sums of the weighted pair losses and
-            of the weights.
+            tuple[Tensor, Tensor]: (n, ) each instance's sum of weighted pair
+            losses and (n, ) its sum of weights (long).
         """
         reach = self.dilation * (self.kernel_size // 2)
         n, win_h, win_w = patch.shape[0], patch.shape[1] - 2 * reach, patch.shape[2] - 2 * reach
@@ -273,6 +313,4 @@ class PairwiseAffinityLoss(nn.Module):
                              similar[:, centre_pos:]], dim=1)
         in_map = neighbourhoods(window['in_map'].to(patch.dtype)) > 0
         weight = similar & window['in_box'].view(n, 1, -1) & in_map
-        loss_sum = (pair_loss * weight).sum()
-        weight_sum = weight.sum()
-        return loss_sum, weight_sum
+        return (pair_loss * weight).sum((1, 2)), weight.sum((1, 2))

@@ -11,7 +11,7 @@ interior of coarse masks:
   how much of every row/column is covered; without it the model collapses to
   object contours.
 """
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 
-__all__ = ['max_projection', 'mean_projection', 'projection_dice', 'MaxProjLoss', 'AvgProjLoss']
+__all__ = ['max_projection', 'mean_projection', 'MaxProjLoss', 'AvgProjLoss']
 
 
 def _dice(pred: Tensor, target: Tensor, eps: float) -> Tensor:
@@ -50,30 +50,9 @@ def mean_projection(masks: Tensor, dim: int, dtype: Optional[torch.dtype] = None
     return masks.sum(dim, dtype=dtype or masks.dtype) / masks.shape[dim]
 
 
-def projection_dice(probs: Tensor,
-                    targets: Tensor,
-                    project: Callable[..., Tensor],
-                    eps: float = 1e-5) -> Tensor:
-    """Sum of the dice losses of the projections along H and along W.
-
-    Args:
-        probs (Tensor): (N, H, W) mask probabilities.
-        targets (Tensor): (N, H, W) binary masks, float, bool or uint8.
-        project (Callable): ``project(x, dim, dtype)`` reduces ``dim`` away
-            and returns ``dtype``, e.g. :func:`max_projection` or
-            :func:`mean_projection`; the targets are projected before they
-            are converted to the probabilities' dtype.
-        eps (float): Dice denominator smoothing.
-
-    Returns:
-        Tensor: (N, ) per-instance loss, in [0, 2].
-    """
-    return (_dice(project(probs, 1), project(targets, 1, probs.dtype), eps) +
-            _dice(project(probs, 2), project(targets, 2, probs.dtype), eps))
-
-
 class _ProjLoss(nn.Module):
-    """Shared forward of the projection losses; subclasses set ``project``."""
+    """Shared forward of the projection losses; subclasses give the
+    projections of the mask probabilities (:meth:`prob_projections`)."""
 
     project: Callable[..., Tensor]
 
@@ -81,6 +60,30 @@ class _ProjLoss(nn.Module):
         super().__init__()
         self.loss_weight = loss_weight
         self.eps = eps
+
+    def prob_projections(self, mask_logits: Tensor) -> Tuple[Tensor, Tensor]:
+        """(N, W) and (N, H): the projections along H and along W of
+        ``mask_logits.sigmoid()``."""
+        probs = mask_logits.sigmoid()
+        return self.project(probs, 1), self.project(probs, 2)
+
+    def instance_losses(self, mask_logits: Tensor, targets: Tensor) -> Tensor:
+        """(N, ) the loss of each instance times ``loss_weight``: the dice of
+        :meth:`prob_projections` and the targets' projections.
+
+        Args:
+            mask_logits (Tensor): (N, H, W) mask logits.
+            targets (Tensor): (N, H, W) binary coarse masks (float, bool or
+                uint8).
+        """
+        if mask_logits.shape != targets.shape:
+            raise ValueError(f'mask_logits {tuple(mask_logits.shape)} and '
+                             f'targets {tuple(targets.shape)} differ in shape')
+        along_h, along_w = self.prob_projections(mask_logits)
+        dtype = mask_logits.dtype
+        loss = (_dice(along_h, self.project(targets, 1, dtype), self.eps) +
+                _dice(along_w, self.project(targets, 2, dtype), self.eps))
+        return loss * self.loss_weight
 
     def forward(self, mask_logits: Tensor, targets: Tensor) -> Tensor:
         """Compute the loss.
@@ -93,14 +96,8 @@ class _ProjLoss(nn.Module):
             Tensor: scalar, mean over the N instances times ``loss_weight``;
             a graph-connected zero when N == 0.
         """
-        if mask_logits.shape != targets.shape:
-            raise ValueError(f'mask_logits {tuple(mask_logits.shape)} and '
-                             f'targets {tuple(targets.shape)} differ in shape')
-        if mask_logits.shape[0] == 0:
-            return mask_logits.sum() * 0
-        loss = projection_dice(mask_logits.sigmoid(), targets, self.project,
-                               self.eps)
-        return loss.mean() * self.loss_weight
+        losses = self.instance_losses(mask_logits, targets)
+        return losses.mean() if len(losses) else mask_logits.sum() * 0
 
 
 @MODELS.register_module()
@@ -117,6 +114,12 @@ class MaxProjLoss(_ProjLoss):
 
     def __init__(self, loss_weight: float = 1.0, eps: float = 1e-5) -> None:
         super().__init__(loss_weight, eps)
+
+    def prob_projections(self, mask_logits: Tensor) -> Tuple[Tensor, Tensor]:
+        """The max-projections of the logits, then the sigmoid: the sigmoid is
+        monotonic, so these equal the max-projections of the probabilities,
+        without a sigmoid (and its backward) over the whole (N, H, W) map."""
+        return mask_logits.amax(1).sigmoid(), mask_logits.amax(2).sigmoid()
 
 
 @MODELS.register_module()
