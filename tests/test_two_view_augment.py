@@ -1,4 +1,5 @@
 import colorsys
+import copy
 import math
 
 import numpy as np
@@ -333,9 +334,11 @@ def mask2bbox_np(masks):
     return boxes
 
 
+@pytest.mark.parametrize('windows', ['computed', 'loose'])
 @pytest.mark.parametrize('batched', [False, True])
 @pytest.mark.parametrize('seed', range(12))
-def test_paste_masks_equals_the_rule_on_random_overlapping_masks(seed, batched):
+def test_paste_masks_equals_the_rule_on_random_overlapping_masks(seed, batched, windows):
+    """The rule, with the windows computed or given loose (the whole map for every mask, the empty ones too)."""
     rng = np.random.default_rng(seed)
     height, width = rng.integers(8, 40, 2)
 
@@ -351,7 +354,11 @@ def test_paste_masks_equals_the_rule_on_random_overlapping_masks(seed, batched):
 
     existing, pasted = random_masks(rng.integers(0, 6)), random_masks(rng.integers(1, 12))
     expected, expected_accepted = reference_paste(existing, pasted)
-    result = paste_masks(torch.from_numpy(existing), torch.from_numpy(pasted), batched=batched)
+    given = {}
+    if windows == 'loose':
+        whole = (slice(0, height), slice(0, width))
+        given = dict(windows=[whole] * len(existing), pasted_windows=[whole] * len(pasted))
+    result = paste_masks(torch.from_numpy(existing), torch.from_numpy(pasted), batched=batched, **given)
     masks, accepted = result.masks, result.accepted
     assert accepted.tolist() == expected_accepted
     assert result.areas.tolist() == expected.sum((1, 2)).tolist()
@@ -405,6 +412,24 @@ def test_the_preprocessor_gives_its_normalization_and_refuses_another():
     with pytest.raises(ValueError, match='leave them unset'):
         MODELS.build(dict(type='FreeSOLODataPreprocessor', mean=MEAN, std=STD, bgr_to_rgb=True,
                           batch_augments=[dict(type='TwoViewAugment', mean=bgr_mean, std=bgr_std)]))
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_bgr_inputs_give_the_rgb_result_flipped(seed):
+    """Every photometric step (jitter with hue, grayscale, blur, erasing) works in the inputs' channel order: BGR
+    inputs, with the BGR mean and std, come out as the channel flip of the same RGB inputs' result."""
+    steps = dict(copy_paste=False, jitter_prob=1, grayscale_prob=0.5, blur_prob=1,
+                 erasings=[(1, (0.05, 0.2), (0.3, 3.3))])
+    rgb_augment = TwoViewAugment(mean=MEAN, std=STD, bgr_to_rgb=True, **steps)
+    bgr_augment = TwoViewAugment(mean=MEAN[::-1], std=STD[::-1], bgr_to_rgb=False, **steps)
+    rgb = (torch.rand(2, 3, 20, 28) * 255 - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    _, samples = random_batch(num_images=2, size=(20, 28), img_shape=(20, 28))
+    torch.manual_seed(seed)
+    rgb_out, _ = rgb_augment(rgb.clone(), copy.deepcopy(samples))
+    torch.manual_seed(seed)
+    bgr_out, _ = bgr_augment(rgb.flip(1), copy.deepcopy(samples))
+    assert not torch.allclose(rgb_out[2:], rgb)  # the steps fired
+    torch.testing.assert_close(bgr_out, rgb_out.flip(1), atol=1e-5, rtol=0)
 
 
 def test_tensors_stay_tensors(monkeypatch):

@@ -32,29 +32,34 @@ _LUMA = (0.299, 0.587, 0.114)
 _ERASINGS = ((0.7, (0.05, 0.2), (0.3, 3.3)), (0.5, (0.02, 0.2), (0.1, 6.0)), (0.3, (0.02, 0.2), (0.05, 8.0)))
 
 
-def _luma(image: Tensor) -> Tensor:
-    """(3, H, W) RGB -> (1, H, W) ITU-R 601 luma."""
-    red, green, blue = image
+def _rgb(image: Tensor, bgr: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+    """The red, green and blue planes of a (3, H, W) RGB image (BGR if ``bgr``)."""
+    return (image[2], image[1], image[0]) if bgr else (image[0], image[1], image[2])
+
+
+def _luma(image: Tensor, bgr: bool = False) -> Tensor:
+    """(3, H, W) RGB (BGR if ``bgr``) -> (1, H, W) ITU-R 601 luma."""
+    red, green, blue = _rgb(image, bgr)
     return (red * _LUMA[0] + green * _LUMA[1] + blue * _LUMA[2])[None]
 
 
-def adjust_hue(image: Tensor, shift: float) -> Tensor:
-    """Rotate the HSV hue of a (3, H, W) RGB image in [0, 1] by ``shift`` turns (torchvision's ``adjust_hue``
-    convention, shift in [-0.5, 0.5]).
+def adjust_hue(image: Tensor, shift: float, bgr: bool = False) -> Tensor:
+    """Rotate the HSV hue of a (3, H, W) RGB image (BGR if ``bgr``, returned in the same order) in [0, 1] by
+    ``shift`` turns (torchvision's ``adjust_hue`` convention, shift in [-0.5, 0.5]).
 
     A hue rotation keeps value (the channel max) and chroma (max - min), so the result is
     ``max - chroma * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h') mod 6``, n = 5, 3, 1 for R, G, B
     (the HSV-to-RGB formula), without a full HSV round trip. Where channels tie for the maximum, red wins over
     green over blue, as ``colorsys``.
     """
-    red, green, blue = image
+    red, green, blue = _rgb(image, bgr)
     value = image.amax(dim=0)
     chroma = value - image.amin(dim=0)
     safe_chroma = chroma.clamp(min=1e-12)
     hue6 = torch.where(red == value, (green - blue) / safe_chroma,
                        torch.where(green == value, (blue - red) / safe_chroma + 2, (red - green) / safe_chroma + 4))
     hue6 = (hue6 + 6 * shift) % 6
-    k = (image.new_tensor((5., 3., 1.))[:, None, None] + hue6) % 6
+    k = (image.new_tensor((1., 3., 5.) if bgr else (5., 3., 1.))[:, None, None] + hue6) % 6
     return value - chroma * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
@@ -107,6 +112,13 @@ def _intersection(window: Window, other: Window) -> Optional[Window]:
     return (rows, cols) if rows.start < rows.stop and cols.start < cols.stop else None
 
 
+def _clipped(window: Optional[Window], height: int, width: int) -> Optional[Window]:
+    """``window`` cut to the top-left ``height`` x ``width``; None if nothing is left."""
+    if window is None or window[0].start >= height or window[1].start >= width:
+        return None
+    return slice(window[0].start, min(window[0].stop, height)), slice(window[1].start, min(window[1].stop, width))
+
+
 def _shifted(window: Window, origin: Window) -> Window:
     """``window`` in the coordinates of a crop at ``origin``."""
     return (slice(window[0].start - origin[0].start, window[0].stop - origin[0].start),
@@ -139,7 +151,8 @@ def _tight_boxes_in_windows(masks: Tensor, indexes: List[int], windows: List[Win
 
 
 def paste_masks(masks: Tensor, pasted: Tensor, overlap_thr: float = 0.5,
-                batched: Optional[bool] = None) -> PasteResult:
+                batched: Optional[bool] = None, windows: Optional[List[Optional[Window]]] = None,
+                pasted_windows: Optional[List[Optional[Window]]] = None) -> PasteResult:
     """Paste masks one after another on top of existing ones.
 
     A pasted mask is dropped if it is empty or covers ``>= overlap_thr`` of any current non-empty mask (existing
@@ -158,12 +171,15 @@ def paste_masks(masks: Tensor, pasted: Tensor, overlap_thr: float = 0.5,
         overlap_thr (float): Coverage that drops a pasted mask.
         batched (bool, optional): Count the coverage of all existing masks in a pasted mask's window at once
             (fewer kernels) rather than pair by pair where windows meet (fewer pixels). None: batched on CUDA.
+        windows, pasted_windows (list, optional): A window (rows, cols) of slices per mask of ``masks`` and of
+            ``pasted`` that holds all its pixels, or None for an empty mask; the result does not depend on how
+            tight they are. None: computed (``mask_bounds``, one pass over the masks).
     """
     num_existing, num_pasted, device = len(masks), len(pasted), masks.device
     nobody = num_pasted  # the owner of pixels that no accepted pasted mask covers
     owner = torch.full(masks.shape[1:], nobody, dtype=torch.int32, device=device)
     existing_bytes = masks.view(torch.uint8)
-    existing_windows = _windows(masks)
+    existing_windows = _windows(masks) if windows is None else windows
     batched = masks.is_cuda if batched is None else batched
     if batched:
         existing_areas = existing_bytes.flatten(1).sum(1, dtype=torch.int32)
@@ -174,7 +190,7 @@ def paste_masks(masks: Tensor, pasted: Tensor, overlap_thr: float = 0.5,
     initial_areas = existing_areas.clone()
     pasted_areas = torch.zeros(num_pasted + 1, dtype=torch.int32, device=device)  # the last one: nobody's
     accepted = torch.zeros(num_pasted, dtype=torch.bool, device=device)
-    pasted_windows = _windows(pasted)
+    pasted_windows = _windows(pasted) if pasted_windows is None else pasted_windows
     for index, window in enumerate(pasted_windows):
         if window is None:
             continue
@@ -185,7 +201,8 @@ def paste_masks(masks: Tensor, pasted: Tensor, overlap_thr: float = 0.5,
         # pixel counts of this mask per current owner (the pasted masks accepted before, and nobody)
         by_owner = torch.zeros_like(pasted_areas).index_add_(0, owner_window.flatten(), mask.flatten().to(torch.int32))
         covered_pasted = by_owner[:-1]
-        drop = ((covered_pasted >= overlap_thr * pasted_areas[:-1]) & (pasted_areas[:-1] > 0)).any()
+        area = by_owner.sum()
+        drop = ((covered_pasted >= overlap_thr * pasted_areas[:-1]) & (pasted_areas[:-1] > 0)).any() | (area == 0)
         if meets:
             near = torch.tensor([c for c, _ in meets], device=device)
             free = (mask & (owner_window == nobody)).view(torch.uint8)
@@ -201,7 +218,7 @@ def paste_masks(masks: Tensor, pasted: Tensor, overlap_thr: float = 0.5,
         if meets:
             existing_areas.index_add_(0, near, -covered * keep)
         pasted_areas[:-1] -= covered_pasted * keep
-        pasted_areas[index] = by_owner.sum() * keep
+        pasted_areas[index] = area * keep
         owner_window.masked_fill_(mask & keep, index)
         accepted[index] = keep
 
@@ -268,9 +285,10 @@ class TwoViewAugment(nn.Module):
        release's ``value="random"``). Erasing is occlusion noise: masks and boxes are left unchanged, as in the
        release.
 
-    Photometric steps work on each image's valid region in [0, 255] RGB (the inputs are denormalised with the
-    preprocessor's ``mean``/``std``, then normalised back), so padding is never touched; an image no step fires on
-    is copied bit-for-bit. Set a probability to 0 (or ``copy_paste=False``) to disable a step.
+    Photometric steps work in place on each image's valid region in [0, 1], in the inputs' channel order (the
+    inputs are denormalised with the preprocessor's ``mean``/``std``, then normalised back), so padding is never
+    touched; an image no step fires on is copied bit-for-bit. Set a probability to 0 (or ``copy_paste=False``) to
+    disable a step.
 
     Normalisation: inside :class:`FreeSOLODataPreprocessor` (as one of its ``batch_augments``) leave ``mean``,
     ``std`` and ``bgr_to_rgb`` unset: the preprocessor passes its own (:meth:`set_normalization`), so that the
@@ -317,7 +335,8 @@ class TwoViewAugment(nn.Module):
                  max_pastes: Optional[int] = None,
                  paste_overlap_thr: float = 0.5) -> None:
         super().__init__()
-        self.register_buffer('scale', torch.ones(3, 1, 1), False)  # [0, 1] RGB = input * scale + shift
+        # [0, 1] colours = input * scale + shift, per channel in the inputs' order (RGB, or BGR if not bgr_to_rgb)
+        self.register_buffer('scale', torch.ones(3, 1, 1), False)
         self.register_buffer('shift', torch.zeros(3, 1, 1), False)
         self.normalization = None
         self.bgr_to_rgb = True
@@ -361,8 +380,6 @@ class TwoViewAugment(nn.Module):
         if mean is not None:
             mean = torch.tensor(setting[0]).view(-1, 1, 1)
             std = torch.tensor(setting[1]).view(-1, 1, 1)
-            if not self.bgr_to_rgb:  # BGR inputs: the RGB working copy has its channels flipped
-                mean, std = mean.flip(0), std.flip(0)
             self.scale.copy_(std / 255)
             self.shift.copy_(mean / 255)
         else:
@@ -386,21 +403,27 @@ class TwoViewAugment(nn.Module):
             if 'masks' in gt:
                 gt.masks = masks_as_tensor(gt.masks, inputs.device)
         num_images = len(inputs)
+        pasting = self.copy_paste and num_images > 1
+        # each image's mask windows, once: its own paste reads them, and so does the paste from it
+        windows = [_windows(sample.gt_instances.masks) if 'masks' in sample.gt_instances else None
+                   for sample in data_samples] if pasting else None
         both_views = torch.cat((inputs, inputs))
         strong_inputs = both_views[num_images:]
         strong_samples = [_copy_sample(sample) for sample in data_samples]
         for i, sample in enumerate(strong_samples):
-            if self.copy_paste and num_images > 1:
+            if pasting:
                 j = (i + 1) % num_images
-                sample.gt_instances = self._copy_paste(strong_inputs[i], sample, inputs[j], data_samples[j])
+                sample.gt_instances = self._copy_paste(strong_inputs[i], sample, inputs[j], data_samples[j],
+                                                       windows[i], windows[j])
             height, width = sample.img_shape[:2]
             self._photometric(strong_inputs[i, :, :height, :width])
         return both_views, list(data_samples) + strong_samples
 
-    def _copy_paste(self, image: Tensor, sample: DetDataSample, src_image: Tensor,
-                    src_sample: DetDataSample) -> InstanceData:
+    def _copy_paste(self, image: Tensor, sample: DetDataSample, src_image: Tensor, src_sample: DetDataSample,
+                    windows: Optional[List[Optional[Window]]] = None,
+                    src_windows: Optional[List[Optional[Window]]] = None) -> InstanceData:
         """Paste instances of ``src`` into ``image`` (in place) and return the strong view's instances (see the
-        class docstring, step 1)."""
+        class docstring, step 1). ``windows`` and ``src_windows``: the masks' windows (``_windows``), if known."""
         gt, src_gt = sample.gt_instances, src_sample.gt_instances
         for instances in (gt, src_gt):
             if 'masks' not in instances:
@@ -424,7 +447,10 @@ class TwoViewAugment(nn.Module):
             pasted = masks.new_zeros((len(order), mask_h, mask_w))
             pasted[:, :crop_h, :crop_w] = src_masks[order, :crop_h, :crop_w]
 
-        new_masks, accepted, cut, areas, union, changed_boxes = paste_masks(masks, pasted, self.paste_overlap_thr)
+        pasted_windows = None if src_windows is None else [
+            _clipped(src_windows[index], crop_h, crop_w) for index in order.tolist()]
+        new_masks, accepted, cut, areas, union, changed_boxes = paste_masks(
+            masks, pasted, self.paste_overlap_thr, windows=windows, pasted_windows=pasted_windows)
         num_accepted = len(new_masks) - len(masks)
         if num_accepted == 0:
             return gt
@@ -446,45 +472,49 @@ class TwoViewAugment(nn.Module):
 
     def _photometric(self, image: Tensor) -> None:
         """Steps 2-5 on one (3, h, w) normalised valid region, in place; untouched if no step fires."""
-        steps = []
+        steps, bgr = [], not self.bgr_to_rgb
         if torch.rand(()).item() < self.jitter_prob:
             steps += [self._jitter_step(k) for k in torch.randperm(4).tolist()]
         if torch.rand(()).item() < self.grayscale_prob:
-            steps.append(lambda x: x.copy_(_luma(x).expand_as(x)))
+            steps.append(lambda x: x.copy_(_luma(x, bgr).expand_as(x)))
         if torch.rand(()).item() < self.blur_prob:
             sigma = _uniform(*self.blur_sigma)
             steps.append(lambda x: gaussian_blur(x, sigma).clamp_(0, 1))
         for prob, area_range, aspect_range in self.erasings:
             if torch.rand(()).item() < prob:
-                steps.append(self._erase_step(image.shape[-2:], area_range, aspect_range))
+                steps.append(self._erase_step(image.shape[-2:], area_range, aspect_range, bgr))
         steps = [step for step in steps if step is not None]
         if not steps:
             return
-        rgb = image.flip(0) if not self.bgr_to_rgb else image.clone()
-        rgb.mul_(self.scale).add_(self.shift)  # [0, 1] RGB
+        # in place, in the inputs' channel order (the steps know it): no working copy, no flip and back
+        colours = image.mul_(self.scale).add_(self.shift)  # in [0, 1]
         for step in steps:
-            rgb = step(rgb)
-        rgb.sub_(self.shift).div_(self.scale)
-        image.copy_(rgb if self.bgr_to_rgb else rgb.flip(0))
+            colours = step(colours)
+        colours.sub_(self.shift).div_(self.scale)
+        if colours is not image:
+            image.copy_(colours)
 
     def _jitter_step(self, kind: int):
         """Colour jitter step ``kind`` (0 brightness, 1 contrast, 2 saturation, 3 hue) with a fresh random factor;
-        x in [0, 1], updated in place where possible."""
+        x in [0, 1] in the inputs' channel order, updated in place where possible."""
+        bgr = not self.bgr_to_rgb
         if kind == 0:
             factor = _uniform(*self.brightness)
             return lambda x: x.mul_(factor).clamp_(0, 1)
         if kind == 1:
             factor = _uniform(*self.contrast)
-            return lambda x: _blend_(x, _luma(x).mean(), factor)
+            return lambda x: _blend_(x, _luma(x, bgr).mean(), factor)
         if kind == 2:
             factor = _uniform(*self.saturation)
-            return lambda x: _blend_(x, _luma(x), factor)
+            return lambda x: _blend_(x, _luma(x, bgr), factor)
         shift = _uniform(*self.hue)
-        return lambda x: adjust_hue(x, shift).clamp_(0, 1)
+        return lambda x: adjust_hue(x, shift, bgr).clamp_(0, 1)
 
     @staticmethod
-    def _erase_step(size: Tuple[int, int], area_range: Tuple[float, float], aspect_range: Tuple[float, float]):
-        """An erasing step with a random rectangle (10 tries to fit, as torchvision), or None if none fits."""
+    def _erase_step(size: Tuple[int, int], area_range: Tuple[float, float], aspect_range: Tuple[float, float],
+                    bgr: bool = False):
+        """An erasing step with a random rectangle (10 tries to fit, as torchvision) of noise drawn in RGB order
+        (written to a BGR image if ``bgr``), or None if none fits."""
         height, width = size
         log_aspects = (math.log(aspect_range[0]), math.log(aspect_range[1]))
         for _ in range(10):
@@ -500,8 +530,8 @@ class TwoViewAugment(nn.Module):
             return None
 
         def erase(x: Tensor) -> Tensor:
-            x[:, top:top + erase_h, left:left + erase_w] = torch.rand((3, erase_h, erase_w), dtype=x.dtype,
-                                                                      device=x.device)
+            noise = torch.rand((3, erase_h, erase_w), dtype=x.dtype, device=x.device)
+            x[:, top:top + erase_h, left:left + erase_w] = noise.flip(0) if bgr else noise
             return x
 
         return erase
