@@ -75,10 +75,14 @@ class FreeSOLOHead(SOLOV2Head):
 
     Args:
         num_classes (int): Foreground classes. Defaults to 1.
-        loss_mask_maxproj (dict): Max-projection dice loss config.
-        loss_mask_avgproj (dict): Average-projection dice loss config.
-        loss_mask_pairwise (dict, optional): Pairwise affinity loss config;
-            ``None`` disables it. Its ``box_mode`` (default
+        loss_mask_maxproj (dict): Max-projection dice loss config (a loss
+            with ``instance_losses``, as ``MaxProjLoss``: the head pools each
+            image's per-instance losses per level).
+        loss_mask_avgproj (dict): Average-projection dice loss config (the
+            same).
+        loss_mask_pairwise (dict, optional): Pairwise affinity loss config
+            (a loss with ``instance_sums`` and ``reduce``, as
+            ``PairwiseAffinityLoss``); ``None`` disables it. Its ``box_mode`` (default
             ``'projection'``: the outer product of the coarse mask's
             max-projections, spec section 2; ``'filled'``: the filled
             bounding box) selects the pixels that carry weight, see
