@@ -123,8 +123,8 @@ def evaluate_segm(gt_file: str, annotations: List[dict]) -> Dict[str, float]:
 
 def load_generate_tool():
     """``tools/generate_free_masks.py`` as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location('generate_free_masks', osp.join(ROOT, 'tools',
-                                                                                   'generate_free_masks.py'))
+    spec = importlib.util.spec_from_file_location('generate_free_masks',
+                                                  osp.join(ROOT, 'tools', 'generate_free_masks.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

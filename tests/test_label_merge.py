@@ -53,8 +53,8 @@ def test_images_without_new_labels_keep_their_old_ones():
     old = labels([(1, 'b.jpg'), (2, 'a.jpg'), (5, 'c.jpg'), (6, 'd.jpg')],
                  {'a.jpg': [far], 'b.jpg': [square, far], 'c.jpg': [far]})  # d.jpg: no label, not listed
     merged = merge_pseudo_labels(new, old)
-    assert [(image['id'], image['file_name']) for image in merged['images']] == [(1, 'a.jpg'), (7, 'b.jpg'),
-                                                                                  (5, 'c.jpg')]
+    assert [(image['id'], image['file_name']) for image in merged['images']] == [
+        (1, 'a.jpg'), (7, 'b.jpg'), (5, 'c.jpg')]
     assert [(a['image_id'], a['area']) for a in merged['annotations']] == [(1, 100), (1, 64), (7, 100), (7, 64),
                                                                            (5, 64)]
     assert [a['id'] for a in merged['annotations']] == [1, 2, 3, 4, 5]

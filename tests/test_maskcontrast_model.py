@@ -72,8 +72,8 @@ def test_model_modes_shapes_unit_norm_and_training_step():
     model.train()
     optim = OptimWrapper(torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1))
     log_vars = model.train_step(dict(inputs=inputs, data_samples=data_samples), optim)
-    assert set(log_vars) == {'loss', 'loss_contrast', 'loss_mask'} and all(np.isfinite(float(v))
-                                                                            for v in log_vars.values())
+    assert set(log_vars) == {'loss', 'loss_contrast', 'loss_mask'}
+    assert all(np.isfinite(float(v)) for v in log_vars.values())
     assert int(model.memory.count) == 4  # 2 images x 2 masks, each present in both views
     assert all(p.grad is None and not p.requires_grad for p in model.key_encoder.parameters())
     with pytest.raises(ValueError, match=r'\(B, 2, 3, S, S\) views'):
@@ -113,8 +113,8 @@ def test_key_encoder_copies_the_initialised_query_then_follows_it(tmp_path):
     model(*two_view_batch(), mode='loss')
     assert torch.allclose(key_weight, before + 0.1, atol=1e-6)
 
-    missing = dict(TINY_MODEL, backbone=dict(TINY_MODEL['backbone'],
-                                              init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'no.pth'))))
+    missing = dict(TINY_MODEL, backbone=dict(
+        TINY_MODEL['backbone'], init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'no.pth'))))
     with pytest.raises(FileNotFoundError, match='convert_deepsort_mobilenetv2'):
         MODELS.build(missing).init_weights()
 

@@ -266,8 +266,8 @@ def test_configs_build_and_predict():
     model = MODELS.build(cfg.model).eval()
     images = [torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8), torch.randint(0, 255, (3, 50, 70),
                                                                                    dtype=torch.uint8)]
-    samples = [DetDataSample(metainfo=dict(img_shape=tuple(img.shape[1:]), ori_shape=(img.shape[1] * 2,
-                                                                                       img.shape[2] * 2)))
+    samples = [DetDataSample(metainfo=dict(img_shape=tuple(img.shape[1:]),
+                                           ori_shape=(img.shape[1] * 2, img.shape[2] * 2)))
                for img in images]
     results = model.test_step(pseudo_collate([dict(inputs=i, data_samples=s) for i, s in zip(images, samples)]))
     for result, img in zip(results, images):

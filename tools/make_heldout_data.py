@@ -26,7 +26,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     start = time.perf_counter()

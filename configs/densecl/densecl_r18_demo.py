@@ -1,6 +1,7 @@
 # DenseCL on the demo images, small enough for a CPU: ResNet-18 from scratch, 112 px crops, batch 16,
-# 300 iterations (a step is ~2 CPU-seconds: ~6 min on 2 idle cores). The paper's recipe is densecl_r50_8xb32-coslr-200e_in1k.py;
-# this config only shrinks it. mmpretrain scope; the freesolo_mmdet plugin is not needed.
+# 300 iterations (a step is ~2 CPU-seconds: ~6 min on 2 idle cores). The paper's recipe is
+# densecl_r50_8xb32-coslr-200e_in1k.py; this config only shrinks it. mmpretrain scope; the freesolo_mmdet plugin is
+# not needed.
 #   python tools/make_demo_data.py                       # once: data/demo/train (300 images)
 #   mim train mmpretrain configs/densecl/densecl_r18_demo.py --work-dir work_dirs/densecl_demo
 #   python tools/export_backbone.py work_dirs/densecl_demo/iter_300.pth work_dirs/densecl_demo/backbone.pth

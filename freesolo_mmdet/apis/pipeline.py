@@ -354,8 +354,8 @@ def run_pipeline(images: str,
     labels, labels_record = free_masks, fm_record  # what the next round trains on
     if label_thr is not None:
         labels = osp.join(w, 'labels_round1.json')
-        labels_record = StageRecord(records, 'labels_round1', dict(upstream=fm_record.upstream(),
-                                                                    min_score=label_thr), [labels])
+        labels_record = StageRecord(records, 'labels_round1',
+                                    dict(upstream=fm_record.upstream(), min_score=label_thr), [labels])
         if _begin(labels_record) and rank == 0:
             with open(free_masks) as f:
                 result = labels_with_min_score(json.load(f), label_thr)

@@ -1,4 +1,5 @@
-from .hooks import *  # noqa: F401,F403
+from .hooks import (ChannelsLastHook, KeepFreedMemoryHook, RankZeroLoggerHook, SelfTrainingHook,
+                    keep_freed_memory_on_cpu, to_channels_last, wants_channels_last, wants_freed_memory_kept)
 from .pseudo_labels import (collect_pseudo_label_coco, find_test_pipeline, predict_pseudo_labels,
                             select_pseudo_labels)
 

@@ -59,8 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         cfg.experiment_name = f'evaluate_{source}_{time.strftime("%Y%m%d_%H%M%S")}_{time.monotonic_ns()}'
         cfg.visualizer.name = cfg.experiment_name
         if args.show_dir:
-            cfg = trigger_visualization_hook(cfg, argparse.Namespace(show=False, show_dir=osp.join(args.show_dir,
-                                                                                                  source)))
+            cfg = trigger_visualization_hook(
+                cfg, argparse.Namespace(show=False, show_dir=osp.join(args.show_dir, source)))
         runner = build_runner(cfg)
         if checkpoint is None:
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
