@@ -66,7 +66,8 @@ def train(config: str, work_dir: str, iters: int, seed: int, options: List[str])
     ]
     os.makedirs(osp.dirname(work_dir), exist_ok=True)
     with open(work_dir + '.out', 'w') as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO).returncode != 0:
+            raise SystemExit(f'training failed (seed {seed}, options {options}): see {work_dir}.out')
 
 
 def main() -> None:
@@ -84,7 +85,7 @@ def main() -> None:
     collapses = {}
     for name, *options in args.setting:
         for seed in args.seeds:
-            work_dir = osp.join(args.work_dir, f'{name}_seed{seed}')
+            work_dir = osp.join(osp.abspath(args.work_dir), f'{name}_seed{seed}')
             train(osp.abspath(args.config), work_dir, args.iters, seed, options)
             s = summarize(read_scalars(work_dir), args.warmup_iters, args.collapse_below)
             collapses[name] = collapses.get(name, 0) + s['collapsed']
