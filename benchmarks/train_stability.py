@@ -27,19 +27,24 @@ import os
 import os.path as osp
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Tuple
+
+from mmengine.config import Config
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from head_step import REPO  # noqa: E402
 
 
-def read_scalars(work_dir: str) -> List[Dict[str, float]]:
-    """The training log's scalars (mmengine's ``vis_data/scalars.json``) of the latest run in ``work_dir``."""
+def read_run(work_dir: str) -> Tuple[List[Dict[str, float]], int]:
+    """The training log's scalars (mmengine's ``vis_data/scalars.json``) of the latest run in ``work_dir``, and its
+    pairwise warm-up (from the config the run dumped, options applied)."""
     paths = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not paths:
         raise FileNotFoundError(f'no vis_data/scalars.json under {work_dir}: see {work_dir}.out')
     with open(paths[-1]) as f:
-        return [row for row in map(json.loads, f) if 'loss_pairwise' in row]
+        rows = [row for row in map(json.loads, f) if 'loss_pairwise' in row]
+    cfg = Config.fromfile(osp.join(osp.dirname(paths[-1]), 'config.py'))
+    return rows, cfg.model.mask_head.loss_mask_pairwise.get('warmup_iters', 0)
 
 
 def summarize(rows: List[Dict[str, float]], warmup_iters: int, collapse_below: float) -> Dict[str, float]:
@@ -76,7 +81,6 @@ def main() -> None:
     parser.add_argument('--setting', nargs='+', action='append', required=True, metavar=('NAME', 'KEY=VALUE'))
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--iters', type=int, default=200)
-    parser.add_argument('--warmup-iters', type=int, default=40, help="the config's pairwise warm-up")
     parser.add_argument('--collapse-below', type=float, default=0.03)
     parser.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'benchmarks', 'train_stability'))
     args = parser.parse_args()
@@ -87,7 +91,7 @@ def main() -> None:
         for seed in args.seeds:
             work_dir = osp.join(osp.abspath(args.work_dir), f'{name}_seed{seed}')
             train(osp.abspath(args.config), work_dir, args.iters, seed, options)
-            s = summarize(read_scalars(work_dir), args.warmup_iters, args.collapse_below)
+            s = summarize(*read_run(work_dir), args.collapse_below)
             collapses[name] = collapses.get(name, 0) + s['collapsed']
             print(f"| {name} | {seed} | {s['iters']} | {s['pairwise_late']:.3f} | {s['maxproj_end']:.3f} | "
                   f"{s['grad_norm_max']:.1f} | {'yes' if s['collapsed'] else 'no'} |", flush=True)
