@@ -53,6 +53,7 @@ BENCHMARKS = {
                      val_ann='data/heldout/annotations/gt.json',
                      make=['tools/make_heldout_data.py', '--out', 'data/heldout', '--no-progress']),
 }
+LR_DECAY = 'configs/demo/freesolo_light_demo_lr_decay.py'
 #: name -> extra arguments of tools/freesolo_pipeline.py. 'default' is the command of the README.
 SETTINGS = {
     'default': [],
@@ -69,6 +70,13 @@ SETTINGS = {
     'MaskCut pseudo masks': ['--free-mask-config', 'configs/demo/maskcut_demo.py'],
     # round 1 trains on every Free Mask the demo config writes (down to score 0.5), not only those >= 0.6
     'Free Masks >= 0.5 as labels': ['--train-cfg-options', 'free_mask_label_thr=0.5'],
+    # the lr decayed (cosine) over the second half of each round, then what round 2 trains on
+    'lr decay': ['--train-config', LR_DECAY],
+    'lr decay, pseudo labels split': ['--train-config', LR_DECAY, '--train-cfg-options',
+                                      'self_training.split_labels=True'],
+    'lr decay, labels replaced': ['--train-config', LR_DECAY, '--labels', 'replace'],
+    'lr decay, labels replaced and split': ['--train-config', LR_DECAY, '--labels', 'replace', '--train-cfg-options',
+                                            'self_training.split_labels=True'],
 }
 COLUMNS = [('segm', 0, 'mask AP'), ('segm', 1, 'AP50'), ('segm', 8, 'AR100'), ('bbox', 1, 'box AP50')]
 

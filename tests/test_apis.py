@@ -9,7 +9,8 @@ import pytest
 from mmengine.config import Config
 
 from freesolo_mmdet.apis import (InputError, StageRecord, check_writable, derive_train_config,
-                                 image_fingerprint, load_config, retarget_train_dataset, self_training_options)
+                                 image_fingerprint, load_config, retarget_train_dataset, self_training_options,
+                                 stretch_schedulers)
 from freesolo_mmdet.apis.pipeline import overlay_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,6 +149,45 @@ def test_checkpoint_interval_is_5_percent_rounded_up(tmp_path):
         assert cfg.train_dataloader.batch_size == 4  # the demo's total batch on one process
 
 
+def test_a_decay_to_the_end_is_stretched_to_the_rounds_iterations():
+    warmup = dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20)
+    decay = dict(type='CosineAnnealingLR', eta_min_ratio=0.01, by_epoch=False, begin=300, end=600)
+    by_epoch = dict(type='MultiStepLR', milestones=[8], by_epoch=True, begin=0, end=600)
+    steps = dict(type='MultiStepLR', milestones=[400, 550], by_epoch=False, begin=20, end=600)
+    half = stretch_schedulers([warmup, decay, by_epoch, steps], 600, 300)
+    assert half[0] == warmup and half[2] == by_epoch  # a warm-up keeps its length; epochs are not iterations
+    assert (half[1]['begin'], half[1]['end']) == (150, 300) and half[1]['eta_min_ratio'] == 0.01
+    assert half[3] == dict(steps, begin=10, end=300, milestones=[200, 275])
+    assert stretch_schedulers(dict(decay, T_max=300), 600, 300)['T_max'] == 150
+    assert stretch_schedulers(decay, 600, 900) == dict(decay, begin=450, end=900)
+    assert decay['end'] == 600  # the config's own dict is not changed
+    assert stretch_schedulers(None, 600, 300) is None
+
+
+def test_a_shorter_round_decays_its_learning_rate_to_its_own_end(tmp_path):
+    """The pipeline's later rounds are shorter than round 1: their lr reaches its floor at their last
+    iteration, not half way down the curve."""
+    import torch
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+    config = Config.fromfile(DEMO.replace('demo.py', 'demo_lr_decay.py'))
+    assert config.param_scheduler[-1].end == config.train_cfg.max_iters == 600  # it decays to round 1's end
+    cfg = derive_train_config(config, 'm.json', '.', str(tmp_path), max_iters=300, world_size=1)
+    base_lr = 0.001
+    optimizer = OptimWrapper(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr))
+    schedulers = [PARAM_SCHEDULERS.build(dict(scheduler, optimizer=optimizer)) for scheduler in cfg.param_scheduler]
+    lrs = []
+    for _ in range(300):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    assert lrs[0] == pytest.approx(0.01 * base_lr)  # the warm-up starts at 1%
+    assert lrs[100] == pytest.approx(base_lr)  # flat to half way
+    assert lrs[225] == pytest.approx(base_lr * (0.01 + 0.99 * 0.5), rel=0.02)  # cosine: half way down at 3/4
+    assert lrs[-1] == pytest.approx(0.01 * base_lr, rel=0.05)  # the floor at the round's last iteration
+
+
 def test_overlay_names_are_unique():
     names = ['a/x.jpg', 'b/x.jpg', 'img.bmp', 'img.webp', 'x', 'x.jpg']
     paths = [overlay_path('o', name) for name in names]
@@ -263,8 +303,9 @@ def test_run_main_destroys_the_process_group_it_leaves(error, monkeypatch):
 def test_self_training_defaults_are_the_spec_and_configs_override_them():
     """FreeSOLO's self-training (replace the labels, retrain from the initial weights, as long as round 1)
     unless a config's ``self_training`` says otherwise; a typo in it is refused with a suggestion."""
-    assert self_training_options(Config.fromfile(R50)) == dict(labels='replace', init='initial', iters=None)
+    spec = dict(labels='replace', init='initial', iters=None, split_labels=False)
+    assert self_training_options(Config.fromfile(R50)) == spec
     cfg = Config(dict(self_training=dict(labels='merge', iters=7)))
-    assert self_training_options(cfg) == dict(labels='merge', init='initial', iters=7)
+    assert self_training_options(cfg) == dict(labels='merge', init='initial', iters=7, split_labels=False)
     with pytest.raises(InputError, match="self_training: unknown key 'inits'; did you mean 'init'"):
         self_training_options(Config(dict(self_training=dict(inits='previous'))))

@@ -223,6 +223,39 @@ def test_self_training_from_the_training_config_and_the_command_line(tmp_path, c
     lines = stage_lines(out)
     assert lines['round1'] == 'up to date' and lines['round2'].startswith('running')
     assert json.loads((work / 'labels_round2.json').read_text())['info']['merged']['unlisted_images'] == 'drop'
+    # self_training.split_labels: the pseudo labels are split into their connected pieces as the outputs are; only
+    # the pipeline reads self_training, so round 1 is not retrained
+    unsplit = json.loads((work / 'pseudo_labels_round1.json').read_text())
+    freesolo_pipeline.main([*argv, 'self_training.split_labels=True', '--self-training-iters', '1', '--labels',
+                            'merge_confirmed'])
+    lines = stage_lines(capsys.readouterr().out)
+    assert lines['round1'] == 'up to date' and lines['pseudo_labels'].startswith('running')
+    split = json.loads((work / 'pseudo_labels_round1.json').read_text())
+    assert_split_into_pieces(unsplit, split, min_fraction=0.1)  # the demo config's mask_split_components
+    code, err = exit_of([*argv, 'self_training.split_labels=True', 'mask_split_components=None'], capsys)
+    assert code == 2 and 'the training config has no mask_split_components' in err
+
+
+def assert_split_into_pieces(unsplit: dict, split: dict, min_fraction: float) -> None:
+    """Each mask of ``unsplit`` became its 8-connected pieces of at least ``min_fraction`` of its largest in
+    ``split``, with its score; at least one of them has more than one piece."""
+    from pycocotools import mask as mask_utils
+    pieces_of = {}
+    for ann in split['annotations']:
+        pieces_of.setdefault(ann['image_id'], []).append(ann)
+    more = 0
+    for image in unsplit['images']:
+        expected = []
+        for ann in [a for a in unsplit['annotations'] if a['image_id'] == image['id']]:
+            mask = mask_utils.decode(ann['segmentation'])
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            areas = stats[1:, cv2.CC_STAT_AREA]
+            kept = [k + 1 for k in range(count - 1) if areas[k] >= min_fraction * areas.max()]
+            expected += [(ann['score'], int((labels == k).sum())) for k in kept]
+            more += len(kept) > 1
+        got = [(ann['score'], ann['area']) for ann in pieces_of.get(image['id'], [])]
+        assert sorted(got) == sorted(expected), image['file_name']
+    assert more > 0, 'no mask of this data has two pieces: the check cannot fail'
 
 
 def write_demo(root: Path, num_train: int = 6) -> Path:

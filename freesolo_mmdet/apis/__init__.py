@@ -8,7 +8,7 @@ from .inference import predict_masks
 from .pipeline import evaluate_predictions, metrics_table, overlay_path, run_pipeline, write_overlays
 from .stage_record import StageRecord, file_identity, image_fingerprint
 from .training import (SELF_TRAINING_DEFAULTS, build_runner, derive_train_config, retarget_train_dataset,
-                       self_training_options, train)
+                       self_training_options, stretch_schedulers, train)
 
 __all__ = [
     'run_main', 'InputError', 'check_cfg_options', 'check_custom_hooks', 'check_keys', 'check_writable', 'load_config',
@@ -16,5 +16,5 @@ __all__ = [
     'generate_free_masks', 'report_path', 'predict_masks', 'evaluate_predictions', 'metrics_table',
     'overlay_path', 'run_pipeline', 'write_overlays', 'StageRecord', 'file_identity', 'image_fingerprint',
     'build_runner', 'derive_train_config', 'retarget_train_dataset', 'SELF_TRAINING_DEFAULTS',
-    'self_training_options', 'train'
+    'self_training_options', 'stretch_schedulers', 'train'
 ]

@@ -16,7 +16,8 @@
    The trained models' masks (pseudo labels and steps 5-6) are refined by GrabCut on the image's colours
    when ``refine_iters`` (or the training config's ``mask_refine_iters``) says so, as the demo configs do;
    the final masks and val predictions are then split into their connected pieces when the training config's
-   ``mask_split_components`` says so (the demo's: 0.1).
+   ``mask_split_components`` says so (the demo's: 0.1), and the pseudo labels too with its
+   ``self_training.split_labels``.
 5. ``predict``: the final model's masks on every image -> ``W/masks.json``; ``overlays``: pictures of them
    -> ``W/overlays/<file name>.jpg``.
 6. ``metrics`` (with a val set): class-agnostic mask and box AP/AR of the Free Masks, round 1 and round 2
@@ -71,6 +72,9 @@ METRIC_COLUMNS = [('segm', 0, 'mask AP'), ('segm', 1, 'mask AP50'), ('segm', 2, 
 #: self-training label modes, as the pipeline logs them
 LABEL_MODES = {'replace': 'replaced labels (FreeSOLO)', 'merge': 'merged labels (CutLER)',
                'merge_confirmed': 'merged labels (CutLER) on the images where the round found an object'}
+#: training-config keys that only the pipeline reads: their effects are recorded downstream (labels, predictions,
+#: the rounds' iterations and initial weights), so a training round's record leaves them out
+PIPELINE_KEYS = ('self_training', 'mask_refine_iters', 'mask_split_components', 'free_mask_label_thr')
 PREDICT_FILTERS = dict(score_thr=0.1, max_per_img=100, max_width=None, keep_empty=True)
 
 
@@ -253,8 +257,9 @@ def run_pipeline(images: str,
             (pseudo labels, final masks, val predictions) on the image's colours; 0: off. None: the
             training config's ``mask_refine_iters`` (3 in the demo configs; absent, so off, in the spec's
             configs). The training config's ``mask_split_components`` (0.1 in the demo configs; absent, so
-            off, in the spec's) then splits each mask of the final masks and val predictions (not the pseudo
-            labels) into its connected pieces (:func:`~freesolo_mmdet.engine.pseudo_labels.split_mask_components`).
+            off, in the spec's) then splits each mask of the final masks and val predictions into its connected
+            pieces (:func:`~freesolo_mmdet.engine.pseudo_labels.split_mask_components`), and those of the pseudo
+            labels too when the training config's ``self_training.split_labels`` is true.
 
     Returns:
         dict: ``{model name: {'segm': 12 stats, 'bbox': 12 stats}}`` (empty without a val set).
@@ -308,9 +313,14 @@ def run_pipeline(images: str,
     if split is not None:
         if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split <= 1:
             raise InputError(f'mask_split_components must be a share in [0, 1] or None, got {split!r}')
-    # the masks the pipeline outputs (final masks, val predictions) only: as training labels, split masks made
-    # round 1 worse on the demo (mask AP50 46.0 -> 28.3, docs/results.md)
+    # the masks the pipeline outputs (final masks, val predictions), and the pseudo labels with
+    # self_training.split_labels; not the Free Masks: as round 1's labels, split ones made it worse on the demo
+    # (mask AP50 46.0 -> 28.3, docs/results.md)
     output_refine = dict(refine, split_components=split) if split is not None else refine
+    if self_training['split_labels'] and split is None:
+        raise InputError('self_training.split_labels splits the pseudo labels as mask_split_components says; '
+                         'the training config has no mask_split_components')
+    label_refine = output_refine if self_training['split_labels'] else refine
     if num_rounds > 1:
         later_iters = self_training_iters or base_cfg.train_cfg.get('max_iters')
         _say(f'[self-training] {num_rounds - 1} round(s) after round 1: '
@@ -342,7 +352,8 @@ def run_pipeline(images: str,
                     load_from: Optional[str] = None) -> Tuple[str, StageRecord]:
         cfg = derive_train_config(base_cfg, ann_file, images, osp.join(w, name), max_iters=max_iters,
                                   load_from=load_from)
-        record = StageRecord(records, name, dict(config=cfg.to_dict(), weights=_local_checkpoints(base_cfg),
+        config = {key: value for key, value in cfg.to_dict().items() if key not in PIPELINE_KEYS}
+        record = StageRecord(records, name, dict(config=config, weights=_local_checkpoints(base_cfg),
                                                  upstream=upstream.upstream()), [osp.join(w, name)])
         if _begin(record):
             checkpoint = train(cfg)
@@ -376,10 +387,10 @@ def run_pipeline(images: str,
         pseudo_record = StageRecord(
             records, 'pseudo_labels' if number == 2 else f'pseudo_labels_round{number - 1}', dict(
                 **inputs, model=file_identity(previous), upstream=final_record.upstream(), score_thr=score_thr,
-                max_per_img=max_per_img, max_width=0.95, **refine), [pseudo, report_path(pseudo)])
+                max_per_img=max_per_img, max_width=0.95, **label_refine), [pseudo, report_path(pseudo)])
         if _begin(pseudo_record):
             predict_masks(base_cfg, previous, image_list, pseudo, score_thr=score_thr, max_per_img=max_per_img,
-                          max_width=0.95, **refine)
+                          max_width=0.95, **label_refine)
             if rank == 0:
                 pseudo_record.finish()
         if not _read_report(pseudo)['num_annotations']:

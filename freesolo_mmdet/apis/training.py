@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from .config import InputError, check_keys
 from .distributed import setup_cpu_distributed
 
-__all__ = ['retarget_train_dataset', 'derive_train_config', 'build_runner', 'train']
+__all__ = ['retarget_train_dataset', 'stretch_schedulers', 'derive_train_config', 'build_runner', 'train']
 
 #: wrappers of several datasets; the pipeline trains on one image folder, so it keeps their first
 MULTI_DATASET_WRAPPERS = ('ConcatDataset', )
@@ -42,7 +42,7 @@ def retarget_train_dataset(dataset: dict, ann_file: str, img_dir: str) -> dict:
 
 # the self-training of FreeSOLO (spec section 3): each round replaces the labels with the previous
 # model's pseudo labels and retrains from the initial weights, as long as round 1
-SELF_TRAINING_DEFAULTS = dict(labels='replace', init='initial', iters=None)
+SELF_TRAINING_DEFAULTS = dict(labels='replace', init='initial', iters=None, split_labels=False)
 
 
 def self_training_options(cfg: Config) -> Dict[str, object]:
@@ -54,6 +54,29 @@ def self_training_options(cfg: Config) -> Dict[str, object]:
     options = dict(cfg.get('self_training') or {})
     check_keys(options, SELF_TRAINING_DEFAULTS, 'self_training')
     return {**SELF_TRAINING_DEFAULTS, **options}
+
+
+def stretch_schedulers(schedulers, old_iters: int, new_iters: int):
+    """The iteration-based ``param_scheduler`` config(s) of a run of ``old_iters`` iterations, for one
+    of ``new_iters``: each scheduler whose ``end`` is ``old_iters`` (it runs to the end of training) has
+    its ``begin``, ``end`` and, where given, ``T_max`` and ``milestones`` scaled by ``new_iters / old_iters``
+    (rounded); the others (a warm-up) are unchanged, as are epoch-based ones."""
+    if schedulers is None or old_iters == new_iters:
+        return schedulers
+    single = isinstance(schedulers, dict)
+    stretched = []
+    for scheduler in [schedulers] if single else schedulers:
+        scheduler = copy.deepcopy(scheduler)
+        if not scheduler.get('by_epoch', True) and scheduler.get('end') == old_iters:
+            scale = new_iters / old_iters
+            scheduler['begin'] = round(scheduler.get('begin', 0) * scale)
+            scheduler['end'] = new_iters
+            if scheduler.get('T_max') is not None:
+                scheduler['T_max'] = max(1, round(scheduler['T_max'] * scale))
+            if scheduler.get('milestones') is not None:
+                scheduler['milestones'] = [round(step * scale) for step in scheduler['milestones']]
+        stretched.append(scheduler)
+    return stretched[0] if single else stretched
 
 
 def derive_train_config(cfg: Config,
@@ -74,6 +97,8 @@ def derive_train_config(cfg: Config,
       ``base`` does not divide. Without ``auto_scale_lr`` in the config, the config's batch is kept.
     - A checkpoint every ``max_iters / checkpoints_per_round`` iterations (rounded up; the last two kept),
       so a killed run loses at most that share of the round when resumed.
+    - The learning-rate schedulers that end at the config's last iteration (a decay to the end) are
+      stretched to the round's ``max_iters`` (:func:`stretch_schedulers`); a warm-up keeps its length.
 
     Raises:
         InputError: the config has no iteration-based ``train_cfg``.
@@ -85,6 +110,7 @@ def derive_train_config(cfg: Config,
         raise InputError('the pipeline trains iteration-based configs (train_cfg.max_iters); '
                          f'got train_cfg={dict(cfg.train_cfg)}')
     if max_iters is not None:
+        cfg.param_scheduler = stretch_schedulers(cfg.get('param_scheduler'), cfg.train_cfg.max_iters, max_iters)
         cfg.train_cfg.max_iters = max_iters
     iters = cfg.train_cfg.max_iters
     cfg.train_cfg.val_interval = iters + 1
