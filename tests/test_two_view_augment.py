@@ -8,7 +8,7 @@ import torch
 from mmengine.structures import InstanceData
 
 from freesolo_mmdet.models.data_preprocessors.two_view_augment import (
-    TwoViewAugment, adjust_hue, gaussian_blur, paste_masks)
+    TwoViewAugment, _clipped, _windows, adjust_hue, gaussian_blur, paste_masks)
 from freesolo_mmdet.utils.mask_ops import tight_boxes
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
@@ -334,11 +334,13 @@ def mask2bbox_np(masks):
     return boxes
 
 
-@pytest.mark.parametrize('windows', ['computed', 'loose'])
+@pytest.mark.parametrize('windows', ['computed', 'loose', 'views', 'cropped'])
 @pytest.mark.parametrize('batched', [False, True])
 @pytest.mark.parametrize('seed', range(12))
 def test_paste_masks_equals_the_rule_on_random_overlapping_masks(seed, batched, windows):
-    """The rule, with the windows computed or given loose (the whole map for every mask, the empty ones too)."""
+    """The rule, with the windows computed or given loose (the whole map for every mask, the empty ones too); the
+    pasted masks also as a list of views, with their windows computed, or cropped to a top-left part of the map (the
+    masks as if zeroed outside it)."""
     rng = np.random.default_rng(seed)
     height, width = rng.integers(8, 40, 2)
 
@@ -353,12 +355,19 @@ def test_paste_masks_equals_the_rule_on_random_overlapping_masks(seed, batched, 
         return masks
 
     existing, pasted = random_masks(rng.integers(0, 6)), random_masks(rng.integers(1, 12))
-    expected, expected_accepted = reference_paste(existing, pasted)
-    given = {}
+    given, to_paste = {}, torch.from_numpy(pasted)
     if windows == 'loose':
         whole = (slice(0, height), slice(0, width))
         given = dict(windows=[whole] * len(existing), pasted_windows=[whole] * len(pasted))
-    result = paste_masks(torch.from_numpy(existing), torch.from_numpy(pasted), batched=batched, **given)
+    if windows in ('views', 'cropped'):
+        to_paste = list(torch.from_numpy(pasted))
+    if windows == 'cropped':
+        crop_h, crop_w = rng.integers(1, height + 1), rng.integers(1, width + 1)
+        given = dict(pasted_windows=[_clipped(window, crop_h, crop_w) for window in _windows(torch.from_numpy(pasted))])
+        pasted = pasted.copy()
+        pasted[:, crop_h:] = pasted[:, :, crop_w:] = False
+    expected, expected_accepted = reference_paste(existing, pasted)
+    result = paste_masks(torch.from_numpy(existing), to_paste, batched=batched, **given)
     masks, accepted = result.masks, result.accepted
     assert accepted.tolist() == expected_accepted
     assert result.areas.tolist() == expected.sum((1, 2)).tolist()

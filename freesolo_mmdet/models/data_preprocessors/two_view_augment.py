@@ -167,13 +167,15 @@ def paste_masks(masks: Tensor, pasted: Tensor, overlap_thr: float = 0.5,
 
     Args:
         masks (Tensor): (n, H, W) bool existing masks.
-        pasted (Tensor): (m, H, W) bool masks to paste, in paste order.
+        pasted (Tensor | Sequence[Tensor]): (m, H, W) bool masks to paste, in paste order, or m (H, W) ones (views
+            of other masks: nothing is copied).
         overlap_thr (float): Coverage that drops a pasted mask.
         batched (bool, optional): Count the coverage of all existing masks in a pasted mask's window at once
             (fewer kernels) rather than pair by pair where windows meet (fewer pixels). None: batched on CUDA.
         windows, pasted_windows (list, optional): A window (rows, cols) of slices per mask of ``masks`` and of
             ``pasted`` that holds all its pixels, or None for an empty mask; the result does not depend on how
-            tight they are. None: computed (``mask_bounds``, one pass over the masks).
+            tight they are. A mask is read only inside its window: a window that leaves pixels out crops the mask
+            to it. None: computed (``mask_bounds``, one pass over the masks).
     """
     num_existing, num_pasted, device = len(masks), len(pasted), masks.device
     nobody = num_pasted  # the owner of pixels that no accepted pasted mask covers
@@ -190,7 +192,9 @@ def paste_masks(masks: Tensor, pasted: Tensor, overlap_thr: float = 0.5,
     initial_areas = existing_areas.clone()
     pasted_areas = torch.zeros(num_pasted + 1, dtype=torch.int32, device=device)  # the last one: nobody's
     accepted = torch.zeros(num_pasted, dtype=torch.bool, device=device)
-    pasted_windows = _windows(pasted) if pasted_windows is None else pasted_windows
+    if pasted_windows is None:
+        pasted_windows = _windows(pasted) if isinstance(pasted, Tensor) else [
+            _windows(mask[None])[0] for mask in pasted]
     for index, window in enumerate(pasted_windows):
         if window is None:
             continue
@@ -439,7 +443,9 @@ class TwoViewAugment(nn.Module):
         src_masks = src_gt.masks
         crop_h = min(mask_h, src_masks.shape[1], sample.img_shape[0], src_sample.img_shape[0])
         crop_w = min(mask_w, src_masks.shape[2], sample.img_shape[1], src_sample.img_shape[1])
-        if src_masks.shape[1:] == (mask_h, mask_w):
+        if src_masks.shape[1:] == (mask_h, mask_w) and src_windows is not None:
+            pasted = [src_masks[index] for index in order.tolist()]  # views: read only in their clipped windows
+        elif src_masks.shape[1:] == (mask_h, mask_w):
             pasted = src_masks[order]
             pasted[:, crop_h:] = False
             pasted[:, :, crop_w:] = False
@@ -454,7 +460,8 @@ class TwoViewAugment(nn.Module):
         num_accepted = len(new_masks) - len(masks)
         if num_accepted == 0:
             return gt
-        image[:, :mask_h, :mask_w] = torch.where(union, src_image[:, :mask_h, :mask_w], image[:, :mask_h, :mask_w])
+        region = image[:, :mask_h, :mask_w]
+        torch.where(union, src_image[:, :mask_h, :mask_w], region, out=region)
 
         merged = InstanceData.cat([_without_masks(gt), _without_masks(src_gt)[order[accepted]]])
         if 'bboxes' in merged:
