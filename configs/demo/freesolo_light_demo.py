@@ -130,7 +130,8 @@ mask_split_components = 0.1
 # 'merge_confirmed' merges on the images where the round found an object only; the others leave training (the
 # spec's 'merge' keeps their labels: round 2 demo val AP50 53.1 -> 49.3, held-out 9.9 -> 7.8).
 # split_labels=True splits the pseudo labels into their connected pieces as mask_split_components splits the outputs:
-# held-out round 2 27.4 vs 30.5 AP50 (clipping at 35), 25.4 vs 25.5 (with freesolo_light_demo_lr_decay.py); README.
+# held-out round 2 27.4 vs 30.5 AP50 (clipping at 35); with freesolo_light_demo_lr_decay.py, seeds 0-2, 25.4 / 21.5 /
+# 25.3 vs 25.5 / 24.7 / 25.4 (README, "Results table").
 self_training = dict(labels='merge_confirmed', init='previous', iters=300, split_labels=False)
 # Not in the spec (which trains on every Free Mask it writes): the pipeline trains round 1 on the Free Masks scored at
 # least this (labels_round1.json). The demo's Free Mask config writes masks down to 0.5, ranked, for their recall; at
