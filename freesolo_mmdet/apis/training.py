@@ -5,7 +5,7 @@ import gc
 import math
 import os.path as osp
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -56,7 +56,8 @@ def self_training_options(cfg: Config) -> Dict[str, object]:
     return {**SELF_TRAINING_DEFAULTS, **options}
 
 
-def stretch_schedulers(schedulers, old_iters: int, new_iters: int):
+def stretch_schedulers(schedulers: Union[dict, List[dict], None], old_iters: int,
+                       new_iters: int) -> Union[dict, List[dict], None]:
     """The iteration-based ``param_scheduler`` config(s) of a run of ``old_iters`` iterations, for one
     of ``new_iters``: each scheduler whose ``end`` is ``old_iters`` (it runs to the end of training) has
     its ``begin``, ``end`` and, where given, ``T_max`` and ``milestones`` scaled by ``new_iters / old_iters``
@@ -110,7 +111,8 @@ def derive_train_config(cfg: Config,
         raise InputError('the pipeline trains iteration-based configs (train_cfg.max_iters); '
                          f'got train_cfg={dict(cfg.train_cfg)}')
     if max_iters is not None:
-        cfg.param_scheduler = stretch_schedulers(cfg.get('param_scheduler'), cfg.train_cfg.max_iters, max_iters)
+        if cfg.get('param_scheduler') is not None:
+            cfg.param_scheduler = stretch_schedulers(cfg.param_scheduler, cfg.train_cfg.max_iters, max_iters)
         cfg.train_cfg.max_iters = max_iters
     iters = cfg.train_cfg.max_iters
     cfg.train_cfg.val_interval = iters + 1
