@@ -303,9 +303,10 @@ def test_run_main_destroys_the_process_group_it_leaves(error, monkeypatch):
 def test_self_training_defaults_are_the_spec_and_configs_override_them():
     """FreeSOLO's self-training (replace the labels, retrain from the initial weights, as long as round 1)
     unless a config's ``self_training`` says otherwise; a typo in it is refused with a suggestion."""
-    spec = dict(labels='replace', init='initial', iters=None, split_labels=False)
+    spec = dict(labels='replace', init='initial', iters=None, split_labels=False, merge_support=None)
     assert self_training_options(Config.fromfile(R50)) == spec
     cfg = Config(dict(self_training=dict(labels='merge', iters=7)))
-    assert self_training_options(cfg) == dict(labels='merge', init='initial', iters=7, split_labels=False)
+    assert self_training_options(cfg) == dict(labels='merge', init='initial', iters=7, split_labels=False,
+                                              merge_support=None)
     with pytest.raises(InputError, match="self_training: unknown key 'inits'; did you mean 'init'"):
         self_training_options(Config(dict(self_training=dict(inits='previous'))))

@@ -79,3 +79,27 @@ def test_labels_with_min_score_keeps_the_scores_at_or_above_it_and_every_image()
     assert selected['images'] == free_masks['images'] and selected['info'] == dict(min_score=0.6)
     assert len(free_masks['annotations']) == 3  # the input is left as it was
     assert [a['id'] for a in labels_with_min_score(free_masks, 0.5)['annotations']] == [1, 2, 3]
+
+
+def test_support_keeps_only_the_old_labels_that_a_less_confident_prediction_overlaps():
+    """With ``support`` (the round's less confident predictions) an old label that no new label covers stays
+    only where a support mask overlaps it with IoU >= iou_thr; images are matched by file name, and an old
+    image left without a label is not listed."""
+    square = box_mask(0, 0, 10, 10)  # new label of a.jpg
+    left, right = box_mask(12, 0, 20, 8), box_mask(12, 12, 20, 20)  # 64 pixels each, no overlap with square
+    new = labels([(1, 'a.jpg')], {'a.jpg': [square]})
+    old = labels([(3, 'a.jpg'), (4, 'b.jpg')], {'a.jpg': [box_mask(0, 0, 10, 9), left, right], 'b.jpg': [left]})
+    support_masks = {'a.jpg': [box_mask(12, 0, 20, 6),  # IoU 48 / 64 = 0.75 with left
+                               box_mask(12, 12, 20, 15)],  # IoU 24 / 64 = 0.375 with right
+                     'b.jpg': [box_mask(12, 2, 20, 8)]}  # IoU 0.75 with left
+    support = labels([(9, 'b.jpg'), (8, 'a.jpg')], support_masks)
+    merged = merge_pseudo_labels(new, old, support=support)
+    kept = [(a['image_id'], a['segmentation']) for a in merged['annotations']]
+    assert kept == [(1, mask_to_rle(square)), (1, mask_to_rle(left)), (4, mask_to_rle(left))]
+    assert merged['info']['merged'] == dict(old_labels_kept=2, iou_thr=0.5, unlisted_images='keep',
+                                            old_labels_unsupported=2)  # right, and the covered one
+    # an image that the support file does not list keeps no old label, and is not listed without one
+    unsupported_b = merge_pseudo_labels(new, old, support=labels([(8, 'a.jpg')], support_masks))
+    assert [a['image_id'] for a in unsupported_b['annotations']] == [1, 1]
+    assert unsupported_b['images'] == new['images']
+    assert merge_pseudo_labels(new, old)['info']['merged']['old_labels_kept'] == 3

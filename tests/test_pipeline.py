@@ -234,6 +234,43 @@ def test_self_training_from_the_training_config_and_the_command_line(tmp_path, c
     assert_split_into_pieces(unsplit, split, min_fraction=0.1)  # the demo config's mask_split_components
     code, err = exit_of([*argv, 'self_training.split_labels=True', 'mask_split_components=None'], capsys)
     assert code == 2 and 'the training config has no mask_split_components' in err
+    # self_training.merge_support: the merge keeps an earlier label only where one of the round-1 model's predictions
+    # scored at least that (support_round1.json) overlaps it with IoU >= 0.5; this short training scores below 0.1
+    freesolo_pipeline.main([*argv, 'self_training.merge_support=0.001', '--self-training-iters', '1', '--labels',
+                            'merge_confirmed'])
+    out = capsys.readouterr().out
+    assert '(earlier labels only where a prediction scored >= 0.001 overlaps them)' in out
+    lines = stage_lines(out)
+    assert lines['round1'] == 'up to date' and lines['support_round1'].startswith('running')
+    assert '[labels_round2] running' in out and lines['round2'].startswith('running')
+    support = json.loads((work / 'support_round1.json').read_text())
+    merged = json.loads((work / 'labels_round2.json').read_text())
+    pseudo = {a['segmentation']['counts'] for a in json.loads((work / 'pseudo_labels_round1.json').read_text())[
+        'annotations']}
+    support_of = best_iou_in_other_file(labels, support, json.loads((work / 'labels_round1.json').read_text()))
+    kept = [a for a in merged['annotations'] if a['segmentation']['counts'] not in pseudo]  # here the pseudo labels
+    assert all(support_of[a['segmentation']['counts']] >= 0.5 for a in kept)  # (score >= 0) may cover them all
+    assert merged['info']['merged']['old_labels_unsupported'] == sum(iou < 0.5 for iou in support_of.values()) > 0
+    assert support['annotations'] and min(a['score'] for a in support['annotations']) >= 0.001
+    code, err = exit_of([*argv, 'self_training.merge_support=True'], capsys)
+    assert code == 2 and 'self_training.merge_support must be a score or None, got True' in err
+
+
+def best_iou_in_other_file(annotations: list, other: dict, own: dict) -> dict:
+    """``{RLE counts: highest mask IoU with the masks of ``other`` in the same image (matched by file name)}`` of
+    ``annotations``, listed in the COCO dict ``own``."""
+    from pycocotools import mask as mask_utils
+    names = {image['id']: image['file_name'] for image in own['images']}
+    other_names = {image['id']: image['file_name'] for image in other['images']}
+    by_file = {}
+    for ann in other['annotations']:
+        by_file.setdefault(other_names[ann['image_id']], []).append(ann['segmentation'])
+    best = {}
+    for ann in annotations:
+        others = by_file.get(names[ann['image_id']], [])
+        ious = mask_utils.iou([ann['segmentation']], others, [0] * len(others)) if others else [[0.0]]
+        best[ann['segmentation']['counts']] = float(max(ious[0]))
+    return best
 
 
 def assert_split_into_pieces(unsplit: dict, split: dict, min_fraction: float) -> None:

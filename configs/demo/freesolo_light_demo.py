@@ -132,7 +132,7 @@ mask_split_components = 0.1
 # split_labels=True splits the pseudo labels into their connected pieces as mask_split_components splits the outputs:
 # held-out round 2 27.4 vs 30.5 AP50 (clipping at 35); with freesolo_light_demo_lr_decay.py, seeds 0-2, 25.4 / 21.5 /
 # 25.3 vs 25.5 / 24.7 / 25.4 (README, "Results table").
-self_training = dict(labels='merge_confirmed', init='previous', iters=300, split_labels=False)
+self_training = dict(labels='merge_confirmed', init='previous', iters=300, split_labels=False, merge_support=None)
 # Not in the spec (which trains on every Free Mask it writes): the pipeline trains round 1 on the Free Masks scored at
 # least this (labels_round1.json). The demo's Free Mask config writes masks down to 0.5, ranked, for their recall; at
 # 0.5 as labels too, round 2 rose on demo val (AP50 53.1 -> 54.9) and fell on held-out (9.9 -> 8.5), and the demo

@@ -11,8 +11,9 @@
 4. ``round2``: FreeSOLO trained again from the same initial weights on the pseudo labels -> ``W/round2/``.
    With ``num_rounds`` > 2, steps 3-4 repeat (``pseudo_labels_round{k}``, ``round{k+1}``); options merge
    the earlier labels in (``label_mode='merge'``, ``W/labels_round{k+1}.json``; ``'merge_confirmed'``: on the
-   images where the round found an object only) and start each round from the previous one
-   (``init='previous'``).
+   images where the round found an object only; with ``self_training.merge_support``, only the earlier labels
+   that one of the round's less confident predictions overlaps, ``W/support_round{k}.json``) and start each
+   round from the previous one (``init='previous'``).
    The trained models' masks (pseudo labels and steps 5-6) are refined by GrabCut on the image's colours
    when ``refine_iters`` (or the training config's ``mask_refine_iters``) says so, as the demo configs do;
    the final masks and val predictions are then split into their connected pieces when the training config's
@@ -242,7 +243,10 @@ def run_pipeline(images: str,
             labels only; ``'merge'`` (CutLER): plus the labels the previous round was trained on that no new
             label overlaps (mask IoU < 0.5), :func:`merge_pseudo_labels`, an image without a new label keeping
             all its own; ``'merge_confirmed'``: the same on the images with a new label, the others leave
-            training. None: the training config's ``self_training.labels``, else ``'replace'``.
+            training. None: the training config's ``self_training.labels``, else ``'replace'``. With the
+            training config's ``self_training.merge_support`` (a score), a merge keeps an earlier label only
+            where one of the round's predictions on the images (``W/support_round{k}.json``: at least that score,
+            made as the final masks are) overlaps it with IoU >= 0.5.
         init (str, optional): ``'initial'`` (FreeSOLO): every round starts from the config's initial
             weights; ``'previous'`` (CutLER): from the previous round's final checkpoint. None: the training
             config's ``self_training.init``, else ``'initial'``.
@@ -321,10 +325,15 @@ def run_pipeline(images: str,
         raise InputError('self_training.split_labels splits the pseudo labels as mask_split_components says; '
                          'the training config has no mask_split_components')
     label_refine = output_refine if self_training['split_labels'] else refine
+    support_thr = self_training['merge_support']  # which earlier labels a merge keeps ('replace' keeps none)
+    if support_thr is not None and (isinstance(support_thr, bool) or not isinstance(support_thr, (int, float))):
+        raise InputError(f'self_training.merge_support must be a score or None, got {support_thr!r}')
     if num_rounds > 1:
         later_iters = self_training_iters or base_cfg.train_cfg.get('max_iters')
         _say(f'[self-training] {num_rounds - 1} round(s) after round 1: '
              + LABEL_MODES[label_mode]
+             + (f' (earlier labels only where a prediction scored >= {support_thr} overlaps them)'
+                if support_thr is not None and label_mode != 'replace' else '')
              + (", from the previous round's weights" if init == 'previous' else ', from the initial weights')
              + f', {later_iters} iterations each')
 
@@ -398,18 +407,39 @@ def run_pipeline(images: str,
                  f'{score_thr}; the round-{number - 1} model is the final one (train longer: --iters)')
             break
         if label_mode != 'replace':
+            support, support_upstream = None, {}
+            if support_thr is not None:  # the round's predictions on the images, made as the outputs are
+                support = osp.join(w, f'support_round{number - 1}.json')
+                filters = dict(PREDICT_FILTERS, score_thr=support_thr)
+                support_record = StageRecord(records, f'support_round{number - 1}', dict(
+                    **inputs, model=file_identity(previous), upstream=final_record.upstream(), **filters,
+                    **output_refine), [support, report_path(support)])
+                if _begin(support_record):
+                    predict_masks(base_cfg, previous, image_list, support, **filters, **output_refine)
+                    if rank == 0:
+                        support_record.finish()
+                support_upstream = support_record.upstream()
             merged = osp.join(w, f'labels_round{number}.json')
             unlisted = 'keep' if label_mode == 'merge' else 'drop'  # images without a new label
             merge_record = StageRecord(records, f'labels_round{number}', dict(
-                upstream={**pseudo_record.upstream(), **labels_record.upstream()}, iou_thr=0.5,
+                upstream={**pseudo_record.upstream(), **labels_record.upstream(), **support_upstream}, iou_thr=0.5,
                 unlisted_images=unlisted), [merged])
             if _begin(merge_record) and rank == 0:
                 with open(pseudo) as f, open(labels) as g:
-                    result = merge_pseudo_labels(json.load(f), json.load(g), iou_thr=0.5, unlisted_images=unlisted)
+                    new_labels, old_labels = json.load(f), json.load(g)
+                support_labels = None
+                if support:
+                    with open(support) as f:
+                        support_labels = json.load(f)
+                result = merge_pseudo_labels(new_labels, old_labels, iou_thr=0.5, unlisted_images=unlisted,
+                                             support=support_labels)
                 dump_json_atomic(result, merged)
                 print(f'[labels_round{number}] {len(result["annotations"])} labels on {len(result["images"])} '
                       f'images: the round-{number - 1} pseudo labels and {result["info"]["merged"]["old_labels_kept"]}'
-                      ' earlier labels that no new one overlaps (IoU < 0.5)', flush=True)
+                      ' earlier labels that no new one overlaps (IoU < 0.5)'
+                      + (f' and a round-{number - 1} prediction does (IoU >= 0.5; '
+                         f'{result["info"]["merged"]["old_labels_unsupported"]} without one left out)'
+                         if support else ''), flush=True)
                 merge_record.finish()
             barrier()
             pseudo, pseudo_record = merged, merge_record

@@ -42,7 +42,7 @@ def retarget_train_dataset(dataset: dict, ann_file: str, img_dir: str) -> dict:
 
 # the self-training of FreeSOLO (spec section 3): each round replaces the labels with the previous
 # model's pseudo labels and retrains from the initial weights, as long as round 1
-SELF_TRAINING_DEFAULTS = dict(labels='replace', init='initial', iters=None, split_labels=False)
+SELF_TRAINING_DEFAULTS = dict(labels='replace', init='initial', iters=None, split_labels=False, merge_support=None)
 
 
 def self_training_options(cfg: Config) -> Dict[str, object]:
