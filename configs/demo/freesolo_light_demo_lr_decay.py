@@ -6,7 +6,7 @@
 #       --train-config configs/demo/freesolo_light_demo_lr_decay.py
 # The pipeline's later rounds are shorter (self_training.iters): a scheduler that ends at the last iteration is
 # stretched to each round's length (freesolo_mmdet.apis.stretch_schedulers).
-_base_ = './freesolo_light_demo.py'
+_base_ = './freesolo_light_demo_last_weights.py'  # as measured: without the weight average
 
 max_iters = 600  # the base config's train_cfg.max_iters
 param_scheduler = [
