@@ -8,7 +8,8 @@ part of the full-step ratio (``train_step.py``) that comes from the spec's "all 
 Both models are built as in ``train_step.py`` (random weights, FreeSOLO with the stock weights); the input is
 ``--batch`` random images (4: the two views of a batch of 2), the loss the sum of the FPN outputs' means, timed in
 interleaved rounds. A stem and stage 1 that train need their weight gradients and the gradient through stage 1,
-at strides 2 and 4: work that SOLOv2's frozen stages skip.
+at strides 2 and 4: work that SOLOv2's frozen stages skip. FreeSOLO's config folds its frozen BN into the backbone's
+convolutions (``efficient_conv_bn_eval``); the same model without the fold is timed beside it.
 """
 import argparse
 import os.path as osp
@@ -27,6 +28,7 @@ def main() -> None:
     parser.set_defaults(repeats=2)
     args = parse_size_arguments(parser)
     solov2, freesolo = build_models(args.device)
+    _, unfolded = build_models(args.device, conv_bn_eval=False)
     inputs = torch.randn(args.batch, 3, args.height, args.width, device=args.device)
 
     def forward_backward(model) -> None:
@@ -34,14 +36,18 @@ def main() -> None:
         sum(feat.float().mean() for feat in model.extract_feat(inputs)).backward()
 
     times = interleaved_median_times(dict(solov2=lambda: forward_backward(solov2),
-                                          freesolo=lambda: forward_backward(freesolo)), args.repeats, args.device)
+                                          freesolo=lambda: forward_backward(freesolo),
+                                          unfolded=lambda: forward_backward(unfolded)), args.repeats, args.device)
     print(f'device {args.device}, {torch.get_num_threads()} threads; {args.batch} images of {args.height}x'
           f'{args.width}; median of {args.repeats} interleaved rounds after a warm-up')
     print(f'{"SOLOv2 backbone + neck, forward + backward (stem, stage 1 frozen)":70s} '
           f'{1000 * times["solov2"]:10.1f} ms')
     print(f'{"FreeSOLO backbone + neck, forward + backward (all stages train)":70s} '
           f'{1000 * times["freesolo"]:10.1f} ms')
+    print(f'{"FreeSOLO, its frozen BN not folded into the convolutions":70s} '
+          f'{1000 * times["unfolded"]:10.1f} ms')
     print(f'{"ratio FreeSOLO / SOLOv2":70s} {times["freesolo"] / times["solov2"]:10.3f}')
+    print(f'{"ratio FreeSOLO / FreeSOLO without the BN fold":70s} {times["freesolo"] / times["unfolded"]:10.3f}')
     print(f'{"extra time of the trainable stem and stage 1":70s} '
           f'{1000 * (times["freesolo"] - times["solov2"]):10.1f} ms')
 

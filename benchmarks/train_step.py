@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.logging import MessageHub, MMLogger
+from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
@@ -79,21 +80,26 @@ def make_raw_batch(batch: int, height: int, width: int, num_objects: int, emb_di
     return dict(inputs=inputs, data_samples=samples)
 
 
-def build_models(device: str, frozen_stages: int = -1) -> tuple:
+def build_models(device: str, frozen_stages: int = -1, conv_bn_eval: bool = True) -> tuple:
     """(stock SOLOv2, FreeSOLO) in train mode, random weights; FreeSOLO gets the stock weights where they match
-    and trains its ResNet stages after ``frozen_stages`` (-1: all, the spec's recipe)."""
+    and trains its ResNet stages after ``frozen_stages`` (-1: all, the spec's recipe). With ``conv_bn_eval``,
+    FreeSOLO's config's ``efficient_conv_bn_eval`` modules fold their frozen BN into the convolutions, as the
+    runner's ``train()`` does (stock SOLOv2's config has no such key)."""
     init_default_scope('mmdet')
     MMLogger.get_instance('train_step_benchmark', log_level='WARNING')
     solov2_cfg = Config.fromfile(SOLOV2_CONFIG).model
     solov2_cfg.backbone.init_cfg = None
     solov2_cfg.mask_head.num_classes = 1
-    freesolo_cfg = Config.fromfile(FREESOLO_CONFIG).model
+    freesolo_full_cfg = Config.fromfile(FREESOLO_CONFIG)
+    freesolo_cfg = freesolo_full_cfg.model
     freesolo_cfg.backbone.init_cfg = None
     freesolo_cfg.backbone.frozen_stages = frozen_stages
     torch.manual_seed(0)
     solov2, freesolo = MODELS.build(solov2_cfg), MODELS.build(freesolo_cfg)
     missing, unexpected = freesolo.load_state_dict(solov2.state_dict(), strict=False)
     assert not unexpected and all(key.startswith('mask_head.conv_emb.') for key in missing), (missing, unexpected)
+    if conv_bn_eval and freesolo_full_cfg.get('efficient_conv_bn_eval'):
+        turn_on_efficient_conv_bn_eval(freesolo, freesolo_full_cfg.efficient_conv_bn_eval)
     return solov2.to(device).train(), freesolo.to(device).train()
 
 

@@ -45,6 +45,43 @@ def test_config_parses_and_builds(config):
     assert cfg.val_evaluator.type == 'ClassAgnosticCocoMetric'
 
 
+def test_r50_recipe_folds_the_frozen_bn_into_the_convolutions():
+    """``efficient_conv_bn_eval = ['backbone']``: the runner folds each frozen BN into its convolution; the backbone's
+    features and the convolutions' weight gradients equal those of the unfolded backbone (random BN statistics)."""
+    import copy
+
+    import torch
+    from mmengine.model.efficient_conv_bn_eval import turn_on_efficient_conv_bn_eval
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'freesolo_r50.py'))
+    assert cfg.efficient_conv_bn_eval == ['backbone']
+    torch.manual_seed(0)
+    plain = MODELS.build(dict(cfg.model.backbone, init_cfg=None, depth=18, type='ResNet'))
+    for module in plain.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.5)
+    model = torch.nn.Module()
+    model.backbone = copy.deepcopy(plain)
+    turn_on_efficient_conv_bn_eval(model, cfg.efficient_conv_bn_eval)
+    assert 'forward' in vars(model.backbone)  # the traced, folded forward replaced the module's
+    plain.train(), model.train()  # norm_eval: BN stays in eval mode, the fold's case
+    inputs = torch.randn(2, 3, 64, 96)
+    outs, folded_outs = plain(inputs), model.backbone(inputs)
+    for out, folded in zip(outs, folded_outs):
+        torch.testing.assert_close(folded, out, rtol=1e-4, atol=1e-5)
+    sum((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum() for out in outs).backward()
+    sum((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum() for out in folded_outs).backward()
+    grads = dict(model.backbone.named_parameters())
+    checked = 0
+    for name, param in plain.named_parameters():
+        if param.grad is not None:
+            assert (grads[name].grad - param.grad).abs().max() <= 1e-3 * param.grad.abs().max(), name
+            checked += 1
+    assert checked == 20  # ResNet-18's convolutions: stem, 16 in the blocks, 3 downsamples
+
+
 def test_r50_recipe():
     """The release recipe of spec section 2."""
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'freesolo_r50.py'))
