@@ -54,22 +54,26 @@ BENCHMARKS = {
                      make=['tools/make_heldout_data.py', '--out', 'data/heldout', '--no-progress']),
 }
 LR_DECAY = 'configs/demo/freesolo_light_demo_lr_decay.py'
-#: name -> extra arguments of tools/freesolo_pipeline.py. 'default' is the command of the README.
+# the default training config without its moving average of the weights: the settings measured before 2026-12-02
+LAST = ['--train-config', 'configs/demo/freesolo_light_demo_last_weights.py']
 SETTINGS = {
     'default': [],
+    # the checkpoints hold the last iteration's weights (the spec), not their moving average: the default before
+    'weights not averaged': LAST,
     # the spec's self-training (FreeSOLO): round 2 replaces the labels and retrains from the initial weights
-    'FreeSOLO self-training': ['--labels', 'replace', '--init', 'initial', '--self-training-iters', '600'],
+    'FreeSOLO self-training': LAST + ['--labels', 'replace', '--init', 'initial', '--self-training-iters', '600'],
     # the pipeline before 2026-12-01: Free Masks without GrabCut refinement, the configs' input scales
-    'no refinement, config scales': ['--input-scale', 'config', '--free-mask-cfg-options', 'model.refine_iters=None',
-                                     '--refine-iters', '0', '--train-cfg-options', 'mask_split_components=None',
-                                     '--labels', 'replace', '--init', 'initial', '--self-training-iters', '600'],
+    'no refinement, config scales': LAST + ['--input-scale', 'config', '--free-mask-cfg-options',
+                                            'model.refine_iters=None', '--refine-iters', '0', '--train-cfg-options',
+                                            'mask_split_components=None', '--labels', 'replace', '--init', 'initial',
+                                            '--self-training-iters', '600'],
     # the output masks whole, as before they were split into their connected pieces
-    'masks not split': ['--train-cfg-options', 'mask_split_components=None'],
-    '3 rounds': ['--rounds', '3'],
-    'DropLoss 0.01': ['--train-cfg-options', 'model.mask_head.drop_loss_thr=0.01'],
-    'MaskCut pseudo masks': ['--free-mask-config', 'configs/demo/maskcut_demo.py'],
+    'masks not split': LAST + ['--train-cfg-options', 'mask_split_components=None'],
+    '3 rounds': LAST + ['--rounds', '3'],
+    'DropLoss 0.01': LAST + ['--train-cfg-options', 'model.mask_head.drop_loss_thr=0.01'],
+    'MaskCut pseudo masks': LAST + ['--free-mask-config', 'configs/demo/maskcut_demo.py'],
     # round 1 trains on every Free Mask the demo config writes (down to score 0.5), not only those >= 0.6
-    'Free Masks >= 0.5 as labels': ['--train-cfg-options', 'free_mask_label_thr=0.5'],
+    'Free Masks >= 0.5 as labels': LAST + ['--train-cfg-options', 'free_mask_label_thr=0.5'],
     # the lr decayed (cosine) over the second half of each round, then what round 2 trains on
     'lr decay': ['--train-config', LR_DECAY],
     'lr decay, pseudo labels split': ['--train-config', LR_DECAY, '--train-cfg-options',
@@ -77,6 +81,8 @@ SETTINGS = {
     'lr decay, labels replaced': ['--train-config', LR_DECAY, '--labels', 'replace'],
     'lr decay, labels replaced and split': ['--train-config', LR_DECAY, '--labels', 'replace', '--train-cfg-options',
                                             'self_training.split_labels=True'],
+    # round 2 keeps an earlier label only where a round-1 prediction scored >= 0.1 overlaps it
+    'earlier labels with support': LAST + ['--train-cfg-options', 'self_training.merge_support=0.1'],
 }
 COLUMNS = [('segm', 0, 'mask AP'), ('segm', 1, 'AP50'), ('segm', 8, 'AR100'), ('bbox', 1, 'box AP50')]
 
