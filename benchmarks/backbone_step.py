@@ -50,7 +50,7 @@ def main() -> None:
           f'{1000 * times["freesolo"]:10.1f} ms')
     print(f'{"FreeSOLO, its frozen BN not folded into the convolutions":70s} '
           f'{1000 * times["unfolded"]:10.1f} ms')
-    print(f'{"FreeSOLO, BN folded, stem and stage 1 frozen as SOLOv2s (not the spec)":70s} '
+    print(f'{"FreeSOLO, BN folded, stem and stage 1 frozen as in SOLOv2 (not the spec)":70s} '
           f'{1000 * times["frozen"]:10.1f} ms')
     print(f'{"ratio FreeSOLO / SOLOv2":70s} {times["freesolo"] / times["solov2"]:10.3f}')
     print(f'{"ratio FreeSOLO / FreeSOLO without the BN fold":70s} {times["freesolo"] / times["unfolded"]:10.3f}')
