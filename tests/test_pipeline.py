@@ -78,6 +78,14 @@ def test_relative_paths_from_another_folder(demo):
     names = sorted(os.listdir(root / 'data' / 'train'))
     assert sorted(im['file_name'] for im in masks.dataset['images']) == names
     assert sorted(os.listdir(work / 'overlays')) == [name + '.jpg' for name in names]
+    # the first 6 overlays (ids in order) side by side, 4 per row of 240 x 320 tiles; 96 px squares become 240 px
+    sheet = cv2.imread(str(work / 'overlays.jpg'))
+    assert sheet.shape == (480, 1280, 3)
+    ids = sorted(masks.dataset['images'], key=lambda im: im['id'])
+    first = cv2.imread(str(work / 'overlays' / (ids[0]['file_name'] + '.jpg')))
+    tile = cv2.resize(first, (240, 240), interpolation=cv2.INTER_AREA).astype(float)
+    assert np.abs(sheet[:240, 40:280].astype(float) - tile).mean() < 3  # JPEG twice
+    assert sheet[240:, 640:].max() < 10  # the last row's two empty tiles are black
     for ann in masks.dataset['annotations']:
         assert len(ann['emb']) == 128
         assert ann['area'] == int(masks.annToMask(ann).sum())
@@ -90,6 +98,20 @@ def test_relative_paths_from_another_folder(demo):
     assert not (REPO / 'w').exists() and not (root / 'data' / 'w').exists()  # nothing written elsewhere
     # a checkpoint every 5% of the round (4 iterations: every iteration), the last two kept
     assert sorted(p.name for p in (work / 'round1').glob('iter_*.pth')) == ['iter_3.pth', 'iter_4.pth']
+
+
+def test_contact_sheet_fits_each_picture_in_its_tile():
+    """Pictures keep their aspect ratio, centred in (height, width) tiles, in reading order, black elsewhere."""
+    from freesolo_mmdet.apis.pipeline import contact_sheet
+    wide = np.full((10, 40, 3), 200, np.uint8)  # fits a (20, 20) tile as 5 x 20, rows 7..12
+    tall = np.full((40, 10, 3), 100, np.uint8)  # as 20 x 5, columns 7..12
+    sheet = contact_sheet([wide, tall, wide], tile=(20, 20), columns=2)
+    assert sheet.shape == (40, 40, 3)
+    expected = np.zeros((40, 40, 3), np.uint8)
+    expected[7:12, 0:20] = 200
+    expected[0:20, 27:32] = 100
+    expected[27:32, 0:20] = 200
+    assert np.array_equal(sheet, expected)
 
 
 def test_metrics_table_equals_pycocotools(demo):

@@ -20,7 +20,7 @@
    ``mask_split_components`` says so (the demo's: 0.1), and the pseudo labels too with its
    ``self_training.split_labels``.
 5. ``predict``: the final model's masks on every image -> ``W/masks.json``; ``overlays``: pictures of them
-   -> ``W/overlays/<file name>.jpg``.
+   -> ``W/overlays/<file name>.jpg``, the first 8 side by side -> ``W/overlays.jpg``.
 6. ``metrics`` (with a val set): class-agnostic mask and box AP/AR of the Free Masks, round 1 and round 2
    -> ``W/metrics.md`` and ``W/metrics.json``.
 
@@ -64,8 +64,8 @@ from .input_scales import (input_scale_factor, median_short_side, resize_short_s
 from .stage_record import StageRecord, file_identity, image_fingerprint
 from .training import derive_train_config, self_training_options, train
 
-__all__ = ['run_pipeline', 'choose_input_scales', 'write_overlays', 'evaluate_predictions', 'metrics_table',
-           'overlay_path']
+__all__ = ['run_pipeline', 'choose_input_scales', 'write_overlays', 'contact_sheet', 'evaluate_predictions',
+           'metrics_table', 'overlay_path']
 
 METRIC_COLUMNS = [('segm', 0, 'mask AP'), ('segm', 1, 'mask AP50'), ('segm', 2, 'mask AP75'),
                   ('segm', 8, 'mask AR100'), ('bbox', 0, 'box AP'), ('bbox', 1, 'box AP50')]
@@ -142,12 +142,33 @@ def overlay_path(out_dir: str, file_name: str) -> str:
     return osp.join(out_dir, file_name + '.jpg')
 
 
-def write_overlays(masks_file: str, images: List[dict], out_dir: str, score_thr: float, limit: int) -> int:
+def contact_sheet(pictures: List[np.ndarray], tile: Tuple[int, int] = (240, 320), columns: int = 4) -> np.ndarray:
+    """(rows * tile height, columns * tile width, 3) uint8: the (H, W, 3) uint8 pictures in reading order, each
+    scaled to fit a ``tile`` of (height, width) with its aspect ratio kept (``cv2.INTER_AREA``) and centred on
+    black; rows = ceil(len(pictures) / columns), a last row filled up with black tiles."""
+    rows = -(-len(pictures) // columns)
+    sheet = np.zeros((rows * tile[0], columns * tile[1], 3), np.uint8)
+    for index, picture in enumerate(pictures):
+        scale = min(tile[0] / picture.shape[0], tile[1] / picture.shape[1])
+        height = max(1, round(picture.shape[0] * scale))
+        width = max(1, round(picture.shape[1] * scale))
+        top = index // columns * tile[0] + (tile[0] - height) // 2
+        left = index % columns * tile[1] + (tile[1] - width) // 2
+        sheet[top:top + height, left:left + width] = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
+    return sheet
+
+
+def write_overlays(masks_file: str, images: List[dict], out_dir: str, score_thr: float, limit: int,
+                   sheet: Optional[str] = None, sheet_size: int = 8) -> int:
     """Pictures of the masks with score >= ``score_thr`` drawn on the first ``limit`` images of
-    ``masks_file`` (by id); images are read as in training (:func:`read_image`). Returns the count."""
+    ``masks_file`` (by id); images are read as in training (:func:`read_image`). With ``sheet``, the first
+    ``sheet_size`` of them side by side in one picture there (:func:`contact_sheet`). Returns the count."""
     paths = {image['file_name']: image['path'] for image in images}
     coco = COCO(masks_file)
     entries = sorted(coco.dataset['images'], key=lambda im: im['id'])[:limit]
+    if sheet is not None and osp.exists(sheet):
+        os.remove(sheet)  # never an earlier run's
+    first = []
     bar = ProgressBar(len(entries))
     for image in entries:
         rgb = read_image(paths[image['file_name']])[..., ::-1]
@@ -158,8 +179,12 @@ def write_overlays(masks_file: str, images: List[dict], out_dir: str, score_thr:
         out = overlay_path(out_dir, image['file_name'])
         os.makedirs(osp.dirname(out), exist_ok=True)
         cv2.imwrite(out, np.ascontiguousarray(drawn[..., ::-1]))
+        if len(first) < sheet_size:
+            first.append(np.ascontiguousarray(drawn[..., ::-1]))
         bar.update()
     print(flush=True)
+    if sheet is not None and first:
+        cv2.imwrite(sheet, contact_sheet(first))
     return len(entries)
 
 
@@ -458,11 +483,11 @@ def run_pipeline(images: str,
         predict_masks(base_cfg, final, image_list, masks, **PREDICT_FILTERS, **output_refine)
         if rank == 0:
             predict_record.finish()
-    overlays = osp.join(w, 'overlays')
+    overlays, sheet = osp.join(w, 'overlays'), osp.join(w, 'overlays.jpg')
     overlay_record = StageRecord(records, 'overlays', dict(
-        upstream=predict_record.upstream(), score_thr=overlay_thr, limit=max_overlays), [overlays])
+        upstream=predict_record.upstream(), score_thr=overlay_thr, limit=max_overlays), [overlays, sheet])
     if _begin(overlay_record) and rank == 0:
-        write_overlays(masks, image_list, overlays, overlay_thr, max_overlays)
+        write_overlays(masks, image_list, overlays, overlay_thr, max_overlays, sheet)
         overlay_record.finish()
     barrier()
 
@@ -501,5 +526,6 @@ def run_pipeline(images: str,
             with open(osp.join(w, 'metrics.json'), 'w') as f:
                 json.dump(table, f, indent=1)
         table = _on_rank0(table)
-    _say(f'\nmasks: {masks}, overlays: {overlays}; {time.time() - start:.0f} s')
+    _say(f'\nmasks: {masks}, overlays: {overlays} (the first ones side by side: {sheet}); '
+         f'{time.time() - start:.0f} s')
     return table
