@@ -78,14 +78,15 @@ def test_relative_paths_from_another_folder(demo):
     names = sorted(os.listdir(root / 'data' / 'train'))
     assert sorted(im['file_name'] for im in masks.dataset['images']) == names
     assert sorted(os.listdir(work / 'overlays')) == [name + '.jpg' for name in names]
-    # the first 6 overlays (ids in order) side by side, 4 per row of 240 x 320 tiles; 96 px squares become 240 px
+    # the first 6 overlays (ids in order) side by side, 4 per row of 240 px high tiles as wide as the images' median
+    # aspect ratio makes them: 96 px squares become 240 px ones
     sheet = cv2.imread(str(work / 'overlays.jpg'))
-    assert sheet.shape == (480, 1280, 3)
+    assert sheet.shape == (480, 960, 3)
     ids = sorted(masks.dataset['images'], key=lambda im: im['id'])
     first = cv2.imread(str(work / 'overlays' / (ids[0]['file_name'] + '.jpg')))
     tile = cv2.resize(first, (240, 240), interpolation=cv2.INTER_AREA).astype(float)
-    assert np.abs(sheet[:240, 40:280].astype(float) - tile).mean() < 3  # JPEG twice
-    assert sheet[240:, 640:].max() < 10  # the last row's two empty tiles are black
+    assert np.abs(sheet[:240, :240].astype(float) - tile).mean() < 3  # JPEG twice
+    assert sheet[240:, 480:].max() < 10  # the last row's two empty tiles are black
     for ann in masks.dataset['annotations']:
         assert len(ann['emb']) == 128
         assert ann['area'] == int(masks.annToMask(ann).sum())
@@ -112,6 +113,11 @@ def test_contact_sheet_fits_each_picture_in_its_tile():
     expected[0:20, 27:32] = 100
     expected[27:32, 0:20] = 200
     assert np.array_equal(sheet, expected)
+    # without a tile: 240 px high, the median aspect ratio (4: wide, wide, tall) wide, capped at 480 px
+    assert contact_sheet([wide, tall, wide]).shape == (240, 4 * 480, 3)
+    assert contact_sheet([tall]).shape == (240, 4 * 120, 3)  # aspect 1/4: at least 120 px
+    square = np.zeros((50, 50, 3), np.uint8)
+    assert contact_sheet([square, wide[:, :15]]).shape == (240, 4 * 300, 3)  # median of 1 and 1.5: 1.25
 
 
 def test_metrics_table_equals_pycocotools(demo):

@@ -4,9 +4,9 @@
     python -m torch.distributed.run --nproc_per_node N tools/freesolo_pipeline.py --launcher pytorch ...
 
 Runs Free Mask, trains FreeSOLO on the Free Masks, makes pseudo labels with the trained model, trains
-again on them (one round of self-training) and writes ``W/masks.json`` and ``W/overlays/``; with a val
-set also ``W/metrics.md``. A rerun skips what is up to date, redoes what changed (and says why) and
-resumes what was killed. Paths are relative to the working directory. The work is
+again on them (one round of self-training) and writes ``W/masks.json``, ``W/overlays/`` and
+``W/overlays.jpg``; with a val set also ``W/metrics.md``. A rerun skips what is up to date, redoes what changed
+(and says why) and resumes what was killed. Paths are relative to the working directory. The work is
 :func:`freesolo_mmdet.apis.run_pipeline`; this is its command line.
 
 The defaults are the demo's CPU configs (``configs/demo/``); on GPUs pass

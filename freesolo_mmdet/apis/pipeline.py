@@ -142,10 +142,14 @@ def overlay_path(out_dir: str, file_name: str) -> str:
     return osp.join(out_dir, file_name + '.jpg')
 
 
-def contact_sheet(pictures: List[np.ndarray], tile: Tuple[int, int] = (240, 320), columns: int = 4) -> np.ndarray:
+def contact_sheet(pictures: List[np.ndarray], tile: Optional[Tuple[int, int]] = None, columns: int = 4) -> np.ndarray:
     """(rows * tile height, columns * tile width, 3) uint8: the (H, W, 3) uint8 pictures in reading order, each
     scaled to fit a ``tile`` of (height, width) with its aspect ratio kept (``cv2.INTER_AREA``) and centred on
-    black; rows = ceil(len(pictures) / columns), a last row filled up with black tiles."""
+    black; rows = ceil(len(pictures) / columns), a last row filled up with black tiles. ``tile`` None: 240 px
+    high, as wide as the pictures' median aspect ratio makes it (between 120 and 480 px)."""
+    if tile is None:
+        aspect = float(np.median([picture.shape[1] / picture.shape[0] for picture in pictures]))
+        tile = (240, int(np.clip(round(240 * aspect), 120, 480)))
     rows = -(-len(pictures) // columns)
     sheet = np.zeros((rows * tile[0], columns * tile[1], 3), np.uint8)
     for index, picture in enumerate(pictures):
