@@ -181,6 +181,15 @@ def test_rerun_is_fresh_never_stale(demo, capsys):
     for stage in ('pseudo_labels', 'predict', 'val round 1'):
         assert lines[stage].startswith('running: refine_iters'), (stage, lines[stage])
 
+    # --max-overlays 0: no pictures and no sheet (the earlier run's removed), and a rerun finds it up to date
+    options = [*argv, '--score-thr', '0.2', '--refine-iters', '0', '--max-overlays', '0']
+    _, out = run_here(root, options, capsys)
+    assert stage_lines(out)['overlays'] == 'running: limit 100 -> 0'
+    assert os.listdir(work / 'overlays') == [] and not (work / 'overlays.jpg').exists()
+    _, out = run_here(root, options, capsys)
+    lines = stage_lines(out)
+    assert all(state == 'up to date' for name, state in lines.items() if name != 'round2'), lines
+
 
 def test_three_rounds_with_merged_labels_from_the_previous_round(demo, capsys):
     """--rounds 3 --labels merge --init previous: round 2 retrains on the round-1 pseudo labels merged with

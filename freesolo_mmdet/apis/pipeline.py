@@ -172,6 +172,7 @@ def write_overlays(masks_file: str, images: List[dict], out_dir: str, score_thr:
     entries = sorted(coco.dataset['images'], key=lambda im: im['id'])[:limit]
     if sheet is not None and osp.exists(sheet):
         os.remove(sheet)  # never an earlier run's
+    os.makedirs(out_dir, exist_ok=True)
     first = []
     bar = ProgressBar(len(entries))
     for image in entries:
@@ -182,9 +183,10 @@ def write_overlays(masks_file: str, images: List[dict], out_dir: str, score_thr:
         drawn = draw_instances(np.ascontiguousarray(rgb), masks, [a['score'] for a in anns])
         out = overlay_path(out_dir, image['file_name'])
         os.makedirs(osp.dirname(out), exist_ok=True)
-        cv2.imwrite(out, np.ascontiguousarray(drawn[..., ::-1]))
+        bgr = np.ascontiguousarray(drawn[..., ::-1])
+        cv2.imwrite(out, bgr)
         if len(first) < sheet_size:
-            first.append(np.ascontiguousarray(drawn[..., ::-1]))
+            first.append(bgr)
         bar.update()
     print(flush=True)
     if sheet is not None and first:
@@ -489,7 +491,8 @@ def run_pipeline(images: str,
             predict_record.finish()
     overlays, sheet = osp.join(w, 'overlays'), osp.join(w, 'overlays.jpg')
     overlay_record = StageRecord(records, 'overlays', dict(
-        upstream=predict_record.upstream(), score_thr=overlay_thr, limit=max_overlays), [overlays, sheet])
+        upstream=predict_record.upstream(), score_thr=overlay_thr, limit=max_overlays),
+        [overlays, sheet] if max_overlays > 0 else [overlays])
     if _begin(overlay_record) and rank == 0:
         write_overlays(masks, image_list, overlays, overlay_thr, max_overlays, sheet)
         overlay_record.finish()
