@@ -324,6 +324,91 @@ def test_predict_matches_solov2_with_boxes_and_embeddings():
             assert torch.equal(mask, expected[0, 0])
 
 
+def mirrored_views(head: FreeSOLOHead, second_cls_logit=None):
+    """``_forward_towers`` of a batch of 2 that holds image 0 and its exact
+    mirror image: every grid, the mask features and the category tower's
+    features flipped left-right (the second view's category logits replaced
+    by ``second_cls_logit`` if given), with the embedding conv made
+    left-right symmetric so that it commutes with the flip too."""
+    with torch.no_grad():
+        head.conv_emb.weight.copy_(
+            (head.conv_emb.weight + head.conv_emb.weight.flip(-1)) / 2)
+        kernels, cls, mask_feats, cate = head._forward_towers(
+            [feat[:1] for feat in fpn_feats()])
+
+    def both(tensors, second=None):
+        return [torch.cat([t, t.flip(-1) if second is None else
+                           torch.full_like(t, second)]) for t in tensors]
+
+    views = (both(kernels), both(cls, second_cls_logit),
+             both([mask_feats])[0], both(cate))
+    return (kernels, cls, mask_feats, cate), views
+
+
+def test_flip_averaged_prediction_of_a_mirrored_view_is_the_views_own():
+    """When the flipped input's outputs are exactly the image's mirrored,
+    the average equals the image's own prediction: cell (r, c) is paired
+    with (r, G - 1 - c) and the mirrored mask is flipped back (a wrong
+    pairing or a missing flip averages two different masks)."""
+    head = build_head()
+    head.eval()
+    with torch.no_grad():
+        head.conv_cls.bias.zero_()  # scores around 0.5: many candidates
+    (kernels, cls, mask_feats, cate), views = mirrored_views(head)
+    samples = data_samples()[:1]
+    metas = [sample.metainfo for sample in samples]
+    with torch.no_grad():
+        expected = head.predict_by_feat(kernels, cls, mask_feats, None,
+                                        metas, mlvl_cate_feats=cate)[0]
+        head._forward_towers = lambda x: views
+        result = head.predict_flip_averaged(both_images(), samples)[0]
+    assert len(expected) > 5
+    assert torch.equal(result.masks, expected.masks)
+    torch.testing.assert_close(result.scores, expected.scores)
+    torch.testing.assert_close(result.embs, expected.embs)
+    assert torch.equal(result.bboxes, expected.bboxes)
+
+
+def test_flip_averaged_scores_are_the_mean_of_the_views():
+    """A mirror view that sees nothing (category probability 0 everywhere)
+    halves every cell's probability, and so every score; masks unchanged."""
+    head = build_head()
+    head.eval()
+    with torch.no_grad():
+        head.conv_cls.bias.fill_(1.0)
+    (kernels, cls, mask_feats, cate), views = mirrored_views(
+        head, second_cls_logit=-float('inf'))
+    samples = data_samples()[:1]
+    metas = [sample.metainfo for sample in samples]
+    halved = [torch.logit(logits.sigmoid() / 2) for logits in cls]
+    with torch.no_grad():
+        expected = head.predict_by_feat(kernels, halved, mask_feats, None,
+                                        metas, mlvl_cate_feats=cate)[0]
+        plain = head.predict_by_feat(kernels, cls, mask_feats, None, metas,
+                                     mlvl_cate_feats=cate)[0]
+        head._forward_towers = lambda x: views
+        result = head.predict_flip_averaged(both_images(), samples)[0]
+    assert len(expected) > 5
+    assert torch.equal(result.masks, expected.masks)
+    torch.testing.assert_close(result.scores, expected.scores)
+    torch.testing.assert_close(result.scores[0], plain.scores[0] / 2)  # the top mask is not decayed
+
+
+def both_images() -> list:
+    """Features of a batch of 2 (only their batch size is read)."""
+    return [feat[:2] for feat in fpn_feats()]
+
+
+def test_mirrored_points_pair_each_cell_with_its_mirror():
+    head = build_head(num_grids=[3, 2, 2, 2, 1])
+    assert head.mirrored_points(torch.device('cpu')).tolist() == [
+        2, 1, 0, 5, 4, 3, 8, 7, 6,  # grid 3: columns reversed per row
+        10, 9, 12, 11,  # grid 2, from 9
+        14, 13, 16, 15,
+        18, 17, 20, 19,
+        21]  # grid 1: itself
+
+
 def test_predict_empty():
     head = build_head(test_cfg=ConfigDict(TEST_CFG, score_thr=1.0))
     result = predict(head, data_samples())[0]
@@ -390,6 +475,29 @@ def test_full_solov2_model_loss_and_predict():
         assert pred.masks.shape[1:] == sample.ori_shape
         assert pred.embs.shape == (len(pred), 128)
         assert torch.equal(pred.bboxes, mask2bbox(pred.masks))
+
+
+def test_flip_averaged_test_step_feeds_the_batch_and_its_mirror():
+    from freesolo_mmdet.engine.pseudo_labels import flip_averaged_test_step
+    model = build_full_model().eval()
+    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, 96, 128), (3, 128, 100)], num_items=[2, 1],
+                            num_classes=2, with_mask=True)
+    seen = []
+    extract_feat = model.extract_feat
+    model.extract_feat = lambda inputs: seen.append(inputs) or extract_feat(inputs)
+    with torch.no_grad():
+        results = flip_averaged_test_step(model, packed)
+        inputs = model.data_preprocessor(packed, False)['inputs']
+    assert len(seen) == 1 and seen[0].shape[0] == 4  # one pass over both views
+    assert torch.equal(seen[0][:2], inputs) and torch.equal(seen[0][2:], inputs.flip(-1))
+    for sample, result in zip(packed['data_samples'], results):
+        pred = result.pred_instances
+        assert len(pred) > 0 and pred.masks.shape[1:] == sample.ori_shape
+        assert torch.equal(pred.bboxes, mask2bbox(pred.masks))
+
+    model.mask_head = torch.nn.Identity()  # any head without predict_flip_averaged
+    with pytest.raises(TypeError, match='needs a FreeSOLOHead'):
+        flip_averaged_test_step(model, packed)
 
 
 def test_without_embedding_branch_and_with_solov2_loss_mask():

@@ -291,6 +291,18 @@ def test_self_training_from_the_training_config_and_the_command_line(tmp_path, c
     assert support['annotations'] and min(a['score'] for a in support['annotations']) >= 0.001
     code, err = exit_of([*argv, 'self_training.merge_support=True'], capsys)
     assert code == 2 and 'self_training.merge_support must be a score or None, got True' in err
+    # mask_flip_average: every trained model's masks average the image and its mirror; round 1 is not retrained
+    freesolo_pipeline.main([*argv, 'mask_flip_average=True', '--self-training-iters', '1', '--labels',
+                            'merge_confirmed'])
+    out = capsys.readouterr().out
+    assert 'average each image and its mirror image (mask_flip_average)' in out
+    lines = stage_lines(out)
+    assert lines['round1'] == 'up to date'
+    for stage in ('pseudo_labels', 'predict', 'round2'):
+        assert lines[stage].startswith('running'), (stage, lines[stage])
+    assert lines['pseudo_labels'] == 'running: flip None -> True', lines['pseudo_labels']
+    code, err = exit_of([*argv, 'mask_flip_average=1'], capsys)
+    assert code == 2 and 'mask_flip_average must be True or False, got 1' in err
 
 
 def best_iou_in_other_file(annotations: list, other: dict, own: dict) -> dict:

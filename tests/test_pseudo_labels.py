@@ -139,6 +139,14 @@ def test_tool_writes_coco_json_and_report(tmp_path, capsys):
         assert len(ann['emb']) == EMB and ann['score'] >= 0.3
         assert ann['bbox'] == list(mask_util.toBbox(ann['segmentation'])) and ann['bbox'][2] <= 0.95 * 64
     assert len(coco.getAnnIds()) == 2 * NUM_IMAGES
+    # --flip: the masks average each image and its mirror image; same format, other masks
+    flipped = tmp_path / 'flipped.json'
+    tool.main(args[:-5] + [str(flipped)] + args[-4:] + ['--flip'])
+    flipped = COCO(str(flipped))
+    assert set(flipped.getImgIds()) <= set(coco.getImgIds()) and 0 < len(flipped.getAnnIds()) <= 2 * NUM_IMAGES
+    assert all(len(ann['emb']) == EMB for ann in flipped.loadAnns(flipped.getAnnIds()))
+    counts = {ann['segmentation']['counts'] for ann in coco.loadAnns(coco.getAnnIds())}
+    assert {ann['segmentation']['counts'] for ann in flipped.loadAnns(flipped.getAnnIds())} != counts
 
     with pytest.raises(InputError, match='no such checkpoint'):
         tool.main(args[:1] + [str(tmp_path / 'missing.pth')] + args[2:])

@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='drop masks whose box is wider than this fraction of the image width (1: keep all)')
     parser.add_argument('--keep-empty', action='store_true',
                         help='also list images without a kept mask in "images" (predictions for every image)')
+    parser.add_argument('--flip', action='store_true',
+                        help="average each image's masks over the image and its mirror image (not in the spec; "
+                             'twice the compute)')
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
     parser.add_argument('--num-workers', type=int, default=2, help='data loading processes')
     parser.add_argument('--device', help='default: cuda if available, else cpu')
@@ -59,7 +62,8 @@ def main(argv=None) -> dict:
     images = list_images(args.images, args.ann_file, args.img_prefix)
     report = predict_masks(cfg, args.checkpoint, images, args.out, score_thr=args.score_thr,
                            max_per_img=args.max_per_img, max_width=args.max_width, keep_empty=args.keep_empty,
-                           batch_size=args.batch_size, num_workers=args.num_workers, device=args.device)
+                           batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                           flip=args.flip)
     print(f'{args.out}: {report["num_annotations"]} masks on {report["num_images_with_masks"]} of '
           f'{report["num_images"]} images; {report["num_skipped"]} unreadable, {report["num_no_mask"]} '
           f'without a mask (see {osp.splitext(args.out)[0]}.report.json)')

@@ -126,6 +126,11 @@ custom_hooks = [
 # labels, final masks, val predictions) with this many GrabCut iterations on the image's colours, as the demo's Free
 # Mask config does for the Free Masks; the trained masks' borders are loose (docs/results.md). 0 or absent: off.
 mask_refine_iters = 3
+# Not in the spec: every one of those predictions averages the image and its mirror image (FreeSOLOHead's
+# predict_flip_averaged: per grid cell, the category and mask probabilities of the two views; twice the inference
+# compute). Off, as the spec's inference: on the demo, where defaults are chosen, seed 0's val mask AP50 fell (round 1
+# 73.2 -> 69.5, round 2 75.0 -> 71.7); held-out round 1 rose 26.7 -> 29.6, round 2 fell 26.2 -> 22.0 (README).
+mask_flip_average = False
 # Not in the spec: the pipeline then splits each mask it outputs (final masks, val predictions; not the pseudo labels)
 # into its connected pieces of at least 10% of its largest (a kernel takes in similar objects together; after
 # GrabCut they are separate pieces). Offline, on one earlier run's masks: demo val round 2 mask AP50 49.3 -> 66.8,

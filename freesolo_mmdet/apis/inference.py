@@ -32,7 +32,8 @@ def predict_masks(cfg: Config,
                   device: Optional[str] = None,
                   show_progress: bool = True,
                   refine_iters: Optional[int] = None,
-                  split_components: Optional[float] = None) -> dict:
+                  split_components: Optional[float] = None,
+                  flip: bool = False) -> dict:
     """The model's masks on ``images``, filtered (score, width, count), written to ``out`` and
     ``OUT.report.json`` in the Free Mask format (RLE, tight XYWH box, area, score, emb).
 
@@ -50,6 +51,8 @@ def predict_masks(cfg: Config,
         split_components (float, optional): then each kept mask becomes its connected components of at
             least this share of its largest one
             (:func:`~freesolo_mmdet.engine.pseudo_labels.split_mask_components`); None (the spec): off.
+        flip (bool): average each image's masks over the image and its mirror image
+            (:func:`~freesolo_mmdet.engine.pseudo_labels.flip_averaged_test_step`); False (the spec): off.
 
     Returns:
         dict: the report (``num_images``, ``num_images_with_masks``, ``num_annotations``, ``skipped``,
@@ -67,7 +70,7 @@ def predict_masks(cfg: Config,
     entries = predict_pseudo_labels(model, shard, find_test_pipeline(cfg), score_thr=score_thr,
                                     max_per_img=max_per_img, max_width=max_width, batch_size=batch_size,
                                     num_workers=num_workers, show_progress=show_progress and rank == 0,
-                                    refine_iters=refine_iters, split_components=split_components)
+                                    refine_iters=refine_iters, split_components=split_components, flip=flip)
     parts = gather_object(entries, dst=0) if world_size > 1 else [entries]
     report = [None]
     if rank == 0:

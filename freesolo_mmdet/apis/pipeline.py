@@ -75,7 +75,8 @@ LABEL_MODES = {'replace': 'replaced labels (FreeSOLO)', 'merge': 'merged labels 
                'merge_confirmed': 'merged labels (CutLER) on the images where the round found an object'}
 #: training-config keys that only the pipeline reads: their effects are recorded downstream (labels, predictions,
 #: the rounds' iterations and initial weights), so a training round's record leaves them out
-PIPELINE_KEYS = ('self_training', 'mask_refine_iters', 'mask_split_components', 'free_mask_label_thr')
+PIPELINE_KEYS = ('self_training', 'mask_refine_iters', 'mask_split_components', 'free_mask_label_thr',
+                 'mask_flip_average')
 PREDICT_FILTERS = dict(score_thr=0.1, max_per_img=100, max_width=None, keep_empty=True)
 
 
@@ -294,7 +295,10 @@ def run_pipeline(images: str,
             configs). The training config's ``mask_split_components`` (0.1 in the demo configs; absent, so
             off, in the spec's) then splits each mask of the final masks and val predictions into its connected
             pieces (:func:`~freesolo_mmdet.engine.pseudo_labels.split_mask_components`), and those of the pseudo
-            labels too when the training config's ``self_training.split_labels`` is true.
+            labels too when the training config's ``self_training.split_labels`` is true. With the training
+            config's ``mask_flip_average`` true, every one of those predictions averages the image and its mirror
+            image (:func:`~freesolo_mmdet.engine.pseudo_labels.flip_averaged_test_step`; absent, so off, in the
+            spec's configs).
 
     Returns:
         dict: ``{model name: {'segm': 12 stats, 'bbox': 12 stats}}`` (empty without a val set).
@@ -343,7 +347,14 @@ def run_pipeline(images: str,
         refine_iters = base_cfg.get('mask_refine_iters') or 0
     if refine_iters < 0:
         raise InputError(f'--refine-iters must be >= 0, got {refine_iters}')
-    refine = dict(refine_iters=refine_iters) if refine_iters else {}  # also what the records hold
+    # how the trained models' masks are made; also what the records hold
+    refine = dict(refine_iters=refine_iters) if refine_iters else {}
+    flip = base_cfg.get('mask_flip_average', False)
+    if not isinstance(flip, bool):
+        raise InputError(f'mask_flip_average must be True or False, got {flip!r}')
+    if flip:  # absent from the records when off, so that runs made before the option stay up to date
+        refine['flip'] = True
+        _say("[predictions] the trained models' masks average each image and its mirror image (mask_flip_average)")
     split = base_cfg.get('mask_split_components')
     if split is not None:
         if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split <= 1:

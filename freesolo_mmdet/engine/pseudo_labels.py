@@ -24,9 +24,8 @@ from freesolo_mmdet.free_mask.refine import grabcut_refine_all
 from mmdet.structures.mask import mask2bbox
 
 __all__ = [
-    'select_pseudo_labels', 'refine_masks', 'split_mask_components', 'predict_pseudo_labels',
-    'collect_pseudo_label_coco',
-    'find_test_pipeline'
+    'select_pseudo_labels', 'refine_masks', 'split_mask_components', 'flip_averaged_test_step',
+    'predict_pseudo_labels', 'collect_pseudo_label_coco', 'find_test_pipeline'
 ]
 
 
@@ -100,6 +99,28 @@ def split_mask_components(pred: InstanceData, min_fraction: float) -> InstanceDa
     return split
 
 
+def flip_averaged_test_step(model: torch.nn.Module, data: dict) -> list:
+    """``model.test_step(data)`` with each image's masks averaged over the image and its mirror image
+    (:meth:`~freesolo_mmdet.models.FreeSOLOHead.predict_flip_averaged`): the preprocessed batch and its
+    left-right flip go through the backbone and neck as one batch of 2B.
+
+    Args:
+        model: a single-stage instance segmentor (``extract_feat``, ``add_pred_to_datasample``) whose
+            ``mask_head`` has ``predict_flip_averaged`` (:class:`FreeSOLOHead`).
+        data (dict): a collated batch, as ``test_step`` takes it.
+
+    Returns:
+        list[DetDataSample]: as ``test_step`` returns them.
+    """
+    head = getattr(model, 'mask_head', None)
+    if not hasattr(head, 'predict_flip_averaged'):
+        raise TypeError(f'flip averaging needs a FreeSOLOHead; this model\'s mask head is {type(head).__name__}')
+    data = model.data_preprocessor(data, False)
+    inputs, samples = data['inputs'], data['data_samples']
+    feats = model.extract_feat(torch.cat([inputs, inputs.flip(-1)]))
+    return model.add_pred_to_datasample(samples, head.predict_flip_averaged(feats, samples))
+
+
 def predict_pseudo_labels(model: torch.nn.Module,
                           images: Sequence[dict],
                           pipeline: list,
@@ -110,7 +131,8 @@ def predict_pseudo_labels(model: torch.nn.Module,
                           num_workers: int = 0,
                           show_progress: bool = False,
                           refine_iters: Optional[int] = None,
-                          split_components: Optional[float] = None) -> List[dict]:
+                          split_components: Optional[float] = None,
+                          flip: bool = False) -> List[dict]:
     """Predict and select (:func:`select_pseudo_labels`) the pseudo labels of ``images``.
 
     The model runs in eval mode without gradients; its training mode is restored afterwards.
@@ -126,6 +148,8 @@ def predict_pseudo_labels(model: torch.nn.Module,
         split_components (float, optional): then split each selected mask into its connected components
             of at least this share of its largest one (:func:`split_mask_components`); an image may then
             have more than ``max_per_img``. None (the spec): off.
+        flip (bool): average each image's masks over the image and its mirror image
+            (:func:`flip_averaged_test_step`). False (the spec): off.
 
     Returns:
         list[dict]: one entry per image: ``index``, ``image`` (COCO image dict), ``annotations``
@@ -140,7 +164,8 @@ def predict_pseudo_labels(model: torch.nn.Module,
     with torch.no_grad():
         for batch in loader:
             loaded = [item for item in batch if item['error'] is None]
-            results = model.test_step(pseudo_collate([item['data'] for item in loaded])) if loaded else []
+            test_step = (lambda data: flip_averaged_test_step(model, data)) if flip else model.test_step
+            results = test_step(pseudo_collate([item['data'] for item in loaded])) if loaded else []
             predictions = dict(zip([item['index'] for item in loaded], results))
             for item in batch:
                 image = images[item['index']]

@@ -13,7 +13,10 @@ section 2):
 * predictions carry tight ``bboxes`` derived from the masks and the ``embs`` of
   the kept cells (L2-normalised);
 * optional DropLoss (CutLER, spec section 7; off by default): no category
-  loss on negative cells whose predicted mask overlaps no pseudo label.
+  loss on negative cells whose predicted mask overlaps no pseudo label;
+* optional flip-averaged inference (not in the spec; the pipeline's
+  ``mask_flip_average``): :meth:`predict_flip_averaged` averages each grid
+  cell's probabilities with its mirrored cell's in the flipped image.
 """
 import warnings
 from contextlib import nullcontext
@@ -663,17 +666,10 @@ class FreeSOLOHead(SOLOV2Head):
         :meth:`_predict_by_feat_single`), also carrying the embeddings: from
         ``mlvl_emb_preds`` (every cell's) or, if None, by ``conv_emb`` on
         ``mlvl_cate_feats`` at the kept cells only (see :meth:`predict`)."""
-        mlvl_cls_scores = [scores.sigmoid() for scores in mlvl_cls_scores]
-        mlvl_cls_scores = [  # point NMS: keep 2x2 local maxima
-            scores * (F.max_pool2d(scores, 2, stride=1,
-                                   padding=1)[..., :-1, :-1] == scores)
-            for scores in mlvl_cls_scores
+        mlvl_cls_scores = [
+            self._point_nms(scores.sigmoid()) for scores in mlvl_cls_scores
         ]
-
-        def flatten(mlvl: List[Tensor], img_id: int) -> Tensor:
-            """(num_points, C) of one image over all levels."""
-            return torch.cat([lvl[img_id].flatten(1).t() for lvl in mlvl])
-
+        flatten = self._flatten_points
         return [
             self._predict_by_feat_single(
                 flatten(mlvl_kernel_preds, img_id),
@@ -684,6 +680,87 @@ class FreeSOLOHead(SOLOV2Head):
                 if mlvl_emb_preds is not None else None,
                 cate_feats=[feat[img_id] for feat in mlvl_cate_feats]
                 if mlvl_cate_feats is not None else None)
+            for img_id, img_meta in enumerate(batch_img_metas)
+        ]
+
+    @staticmethod
+    def _point_nms(scores: Tensor) -> Tensor:
+        """SOLOv2's point NMS: ``scores`` (B, C, G, G) probabilities, 0
+        where a cell is not the maximum of its 2x2 neighbourhood."""
+        return scores * (F.max_pool2d(scores, 2, stride=1,
+                                      padding=1)[..., :-1, :-1] == scores)
+
+    @staticmethod
+    def _flatten_points(mlvl: List[Tensor], img_id: int) -> Tensor:
+        """(num_points, C) of one image over all levels' (B, C, G, G)."""
+        return torch.cat([lvl[img_id].flatten(1).t() for lvl in mlvl])
+
+    def mirrored_points(self, device: torch.device) -> Tensor:
+        """(num_points, ) the cell each cell mirrors to left-right: cell
+        (r, c) of a G x G grid to (r, G - 1 - c), in the flattened order of
+        :meth:`predict_by_feat` (levels one after the other, rows first)."""
+        perms, start = [], 0
+        for num_grid in self.num_grids:
+            cells = torch.arange(num_grid**2, device=device)
+            perms.append(start + cells.view(num_grid, num_grid).flip(1)
+                         .flatten())
+            start += num_grid**2
+        return torch.cat(perms)
+
+    def predict_flip_averaged(self, x: Tuple[Tensor],
+                              batch_data_samples: SampleList,
+                              **kwargs) -> InstanceList:
+        """Inference averaged over the image and its mirror image (not in
+        the spec: test-time flip averaging, an option of the pipeline).
+
+        ``x`` holds the FPN features of 2B inputs: the batch's B padded
+        inputs, then the same B tensors flipped left-right (padding
+        included, ``inputs.flip(-1)``), so that grid cell (r, c) of the
+        flipped view sees what cell (r, G - 1 - c) of the image sees, and its
+        mask features are the image's mirrored. Per cell, the two views'
+        category probabilities (before point NMS) and mask probabilities (the
+        mirrored cell's mask, flipped back) are averaged; then SOLOv2's
+        inference runs on the averages (point NMS, score and mask thresholds,
+        maskness, matrix NMS). Embeddings are the normalised mean of the two
+        views' normalised embeddings.
+
+        Args:
+            x (tuple[Tensor]): Per level (2B, C, H_l, W_l).
+            batch_data_samples (list[DetDataSample]): The B images' samples.
+
+        Returns:
+            list[InstanceData]: As :meth:`predict`, for the B images.
+        """
+        batch_img_metas = [sample.metainfo for sample in batch_data_samples]
+        num_imgs = len(batch_img_metas)
+        assert x[0].shape[0] == 2 * num_imgs, \
+            'predict_flip_averaged: x must hold the images, then their flips'
+        mlvl_kernel_preds, mlvl_cls_preds, mask_feats, mlvl_cate_feats = \
+            self._forward_towers(x)
+        mlvl_cls_scores = [
+            self._point_nms((preds[:num_imgs].sigmoid() +
+                             preds[num_imgs:].sigmoid().flip(-1)) / 2)
+            for preds in mlvl_cls_preds
+        ]
+        mirror = self.mirrored_points(mask_feats.device)
+        flatten = self._flatten_points
+        return [
+            self._predict_by_feat_single(
+                flatten(mlvl_kernel_preds, img_id),
+                flatten(mlvl_cls_scores, img_id),
+                mask_feats[img_id:img_id + 1],
+                img_meta=img_meta,
+                cate_feats=[feat[img_id] for feat in mlvl_cate_feats]
+                if self.with_emb else None,
+                flipped=dict(
+                    kernel_preds=flatten(mlvl_kernel_preds,
+                                         num_imgs + img_id),
+                    mask_feats=mask_feats[num_imgs + img_id:num_imgs +
+                                          img_id + 1],
+                    cate_feats=[feat[num_imgs + img_id]
+                                for feat in mlvl_cate_feats]
+                    if self.with_emb else None,
+                    mirror=mirror))
             for img_id, img_meta in enumerate(batch_img_metas)
         ]
 
@@ -726,7 +803,8 @@ class FreeSOLOHead(SOLOV2Head):
                                 img_meta: dict,
                                 emb_preds: Optional[Tensor] = None,
                                 cfg: OptConfigType = None,
-                                cate_feats: Optional[List[Tensor]] = None
+                                cate_feats: Optional[List[Tensor]] = None,
+                                flipped: Optional[dict] = None
                                 ) -> InstanceData:
         """SOLOv2's single-image inference, keeping track of the points that
         survive so that their embeddings can be returned.
@@ -741,6 +819,13 @@ class FreeSOLOHead(SOLOV2Head):
                 G), to compute the embeddings of the kept points when
                 ``emb_preds`` is None.
             cfg (dict, optional): Test config; defaults to ``test_cfg``.
+            flipped (dict, optional): The mirror image's ``kernel_preds``,
+                ``mask_feats`` and ``cate_feats`` (as above, not mirrored)
+                and ``mirror`` (num_points, ) from :meth:`mirrored_points`:
+                each kept cell's mask probabilities and embedding are then
+                averaged with its mirrored cell's (mask flipped back), see
+                :meth:`predict_flip_averaged`; ``cls_scores`` must already
+                be the averaged ones.
 
         Returns:
             :obj:`InstanceData`: ``masks`` (n, h, w) bool at ``ori_shape``,
@@ -773,6 +858,12 @@ class FreeSOLOHead(SOLOV2Head):
                 len(point_inds), mask_feats.shape[1], self.dynamic_conv_size,
                 self.dynamic_conv_size)
             mask_probs = F.conv2d(mask_feats, kernels)[0].sigmoid()
+            if flipped is not None:
+                mirrored_kernels = flipped['kernel_preds'][
+                    flipped['mirror'][point_inds]].view_as(kernels)
+                mask_probs = (mask_probs + F.conv2d(
+                    flipped['mask_feats'],
+                    mirrored_kernels)[0].sigmoid().flip(-1)) / 2
             masks = mask_probs > cfg.mask_thr
             areas = masks.sum((1, 2)).float()
             keep = areas > strides  # drop masks smaller than their stride
@@ -803,5 +894,11 @@ class FreeSOLOHead(SOLOV2Head):
                         emb_preds[kept] if emb_preds is not None else
                         self._emb_at_points(cate_feats, kept),
                         dim=1)
+                    if flipped is not None:
+                        results.embs = F.normalize(
+                            results.embs + F.normalize(self._emb_at_points(
+                                flipped['cate_feats'],
+                                flipped['mirror'][kept]), dim=1),
+                            dim=1)
         results.bboxes = tight_boxes(results.masks)
         return results
