@@ -83,13 +83,21 @@ SETTINGS = {
                                             'self_training.split_labels=True'],
     # round 2 keeps an earlier label only where a round-1 prediction scored >= 0.1 overlaps it
     'earlier labels with support': LAST + ['--train-cfg-options', 'self_training.merge_support=0.1'],
-    # single runs are noisy: the default and its best-measured variant with two more seeds
+    # every trained model's masks (pseudo labels, final masks, val predictions) average the image and its mirror
+    'flip-averaged masks': ['--train-cfg-options', 'mask_flip_average=True'],
+    # single runs are noisy: the default and its best-measured variant with more seeds
     'default, seed 1': ['--train-cfg-options', 'randomness.seed=1'],
     'default, seed 2': ['--train-cfg-options', 'randomness.seed=2'],
+    'default, seed 3': ['--train-cfg-options', 'randomness.seed=3'],
+    'default, seed 4': ['--train-cfg-options', 'randomness.seed=4'],
     'averaged weights, earlier labels with support': ['--train-cfg-options', 'self_training.merge_support=0.1'],
     'averaged weights, earlier labels with support, seed 1': ['--train-cfg-options', 'randomness.seed=1',
                                                               'self_training.merge_support=0.1'],
     'averaged weights, earlier labels with support, seed 2': ['--train-cfg-options', 'randomness.seed=2',
+                                                              'self_training.merge_support=0.1'],
+    'averaged weights, earlier labels with support, seed 3': ['--train-cfg-options', 'randomness.seed=3',
+                                                              'self_training.merge_support=0.1'],
+    'averaged weights, earlier labels with support, seed 4': ['--train-cfg-options', 'randomness.seed=4',
                                                               'self_training.merge_support=0.1'],
 }
 COLUMNS = [('segm', 0, 'mask AP'), ('segm', 1, 'AP50'), ('segm', 8, 'AR100'), ('bbox', 1, 'box AP50')]
